@@ -1,0 +1,24 @@
+//! The top-level command tree. Each group's own flags live in its file
+//! (`cli/<group>.rs`) as clap derive structs whose doc comments are the help.
+
+use clap::{Parser, Subcommand};
+
+/// hyp: make this machine a member of a HypAware fleet and keep its AI-client
+/// history (Claude Code, Codex) in one queryable place.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hyp",
+    version,
+    arg_required_else_help = true,
+    after_help = "Run 'hyp <command> --help' for details. Start with 'hyp status' to see whether this install is working."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the version and where hyp keeps its state
+    Version,
+}

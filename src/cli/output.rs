@@ -1,0 +1,82 @@
+//! The one place that prints. stdout carries data (text or one JSON
+//! document); stderr carries `hyp …:` messages, `warning:` and `note:` lines.
+//! A closed stdout (broken pipe) is a quiet success, never a panic.
+
+use std::io::{self, IsTerminal, Write};
+
+use serde::Serialize;
+
+use crate::cli::CliError;
+
+/// Print `text` on stdout as is.
+pub fn stdout_text(text: &str) -> Result<(), CliError> {
+    write_stdout(text.as_bytes())
+}
+
+/// Print `value` as one pretty JSON document (2-space indent) plus a newline.
+pub fn stdout_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|err| CliError::failed(format!("cannot render JSON: {err}")))?;
+    bytes.push(b'\n');
+    write_stdout(&bytes)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) => Err(CliError::failed(format!("cannot write to stdout: {err}"))),
+    }
+}
+
+/// `warning: <message>` on stderr (yellow prefix on a terminal).
+pub fn warning(message: &str) {
+    stderr_line(Paint::Yellow, "warning:", message);
+}
+
+/// `note: <message>` on stderr (dim prefix on a terminal).
+pub fn note(message: &str) {
+    stderr_line(Paint::Dim, "note:", message);
+}
+
+/// A plain line on stderr, for progress and human summaries in `--json` mode.
+pub fn stderr_plain(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "{message}");
+}
+
+/// `hyp <command>: <message>` on stderr (red prefix on a terminal).
+pub fn error(command_path: &str, message: &str) {
+    let prefix = if command_path.is_empty() {
+        "hyp:".to_string()
+    } else {
+        format!("hyp {command_path}:")
+    };
+    stderr_line(Paint::Red, &prefix, message);
+}
+
+#[derive(Clone, Copy)]
+enum Paint {
+    Red,
+    Yellow,
+    Dim,
+}
+
+fn stderr_line(paint: Paint, prefix: &str, message: &str) {
+    let prefix = if colour_stderr() {
+        let code = match paint {
+            Paint::Red => "31",
+            Paint::Yellow => "33",
+            Paint::Dim => "2",
+        };
+        format!("\x1b[{code}m{prefix}\x1b[0m")
+    } else {
+        prefix.to_string()
+    };
+    let _ = writeln!(io::stderr().lock(), "{prefix} {message}");
+}
+
+/// Colour only the prefix, only on a terminal, never with `NO_COLOR`.
+fn colour_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()) && io::stderr().is_terminal()
+}

@@ -1,0 +1,5 @@
+//! Central config control: the machine identity, the HTTP client for the
+//! central protocol, the A/B-slot apply engine with probation, and the poll
+//! thread that drives them.
+
+pub mod poll;

@@ -1,0 +1,44 @@
+//! The small messages the daemon's threads send each other. Events out are
+//! past tense; requests in say what they ask for.
+
+use std::time::SystemTime;
+
+/// Why a reconcile pass is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassReason {
+    /// The first pass after boot (central layer present, no probation).
+    Boot,
+    /// The poll thread cleared an active probation: the confirm edge.
+    Confirmed { etag: String },
+    /// SIGHUP: config was re-merged (also `hyp actions retry`).
+    Reload,
+    /// The earliest `next_attempt` of a failed unit came due.
+    RetryDue,
+}
+
+/// A request to the worker thread for one reconcile pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassRequest {
+    pub reason: PassReason,
+}
+
+/// What the poll thread tells the main thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollEvent {
+    /// A new config was committed under probation: arm the watchdog for
+    /// `deadline`, then drain and re-exec.
+    Applied { etag: String, deadline: SystemTime },
+    /// A confirming poll cleared probation: disarm the watchdog.
+    ProbationCleared { etag: String },
+    /// The watchdog's rollback is done: drain and re-exec.
+    RolledBack { reason: String },
+}
+
+/// What the main thread tells the poll thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollCommand {
+    /// The probation deadline passed without a confirming poll: roll back.
+    WatchdogExpired,
+    /// Finish the in-flight poll (1 s grace) and exit.
+    Stop,
+}

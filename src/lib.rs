@@ -1,0 +1,16 @@
+//! `hyp` makes a machine a member of a HypAware fleet and imports its AI-client
+//! history. The binary is a thin shell over this library; see ARCHITECTURE.md
+//! for the map.
+
+pub mod actions;
+pub mod backfill;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod event_log;
+pub mod paths;
+pub mod statefile;
+pub mod status;
+pub mod time;

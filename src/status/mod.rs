@@ -1,0 +1,1 @@
+//! `hyp status`: a read-only report of everything on disk.
