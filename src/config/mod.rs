@@ -79,3 +79,50 @@ pub fn load_effective(paths: &Paths) -> EffectiveConfig {
         has_central_layer: false,
     }
 }
+
+/// One validation error: `[kind] pointer: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `config_invalid_shape`, `duplicate_plugin`, `config_section_invalid`, ...
+    pub kind: String,
+    /// JSON pointer into the document; `""` is the root.
+    pub pointer: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pointer = if self.pointer.is_empty() {
+            "<root>"
+        } else {
+            &self.pointer
+        };
+        write!(f, "[{}] {pointer}: {}", self.kind, self.message)
+    }
+}
+
+/// Validate a central document on its own, as the apply engine does: shape,
+/// cross-plugin checks, and the section validators of every enabled known
+/// plugin. Empty means valid.
+// FIXME(config owner): interim body that checks the version only.
+pub fn validate_central_document(document: &Value) -> Vec<ConfigError> {
+    if document.get("version") == Some(&Value::from(2)) {
+        Vec::new()
+    } else {
+        vec![ConfigError {
+            kind: "config_invalid_shape".into(),
+            pointer: "/version".into(),
+            message: "version must be exactly 2".into(),
+        }]
+    }
+}
+
+/// The slot the `active` symlink names, when it resolves to exactly
+/// `config.a.json` or `config.b.json` inside the control dir.
+// FIXME(config owner): interim body.
+pub fn read_active_pointer(paths: &Paths) -> Option<crate::paths::Slot> {
+    let target = std::fs::read_link(paths.active_pointer()).ok()?;
+    [crate::paths::Slot::A, crate::paths::Slot::B]
+        .into_iter()
+        .find(|slot| target == std::path::Path::new(&slot.file_name()))
+}

@@ -2,4 +2,5 @@
 //! central protocol, the A/B-slot apply engine with probation, and the poll
 //! thread that drives them.
 
+pub mod engine;
 pub mod poll;
