@@ -14,6 +14,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 pub mod args;
 pub mod output;
+mod status;
 mod version;
 
 use args::{Cli, Command};
@@ -150,6 +151,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
+        Command::Status(args) => status::run(&args),
         Command::Version => version::run(),
     }
 }
