@@ -253,11 +253,7 @@ fn client_actions(out: &mut String, report: &StatusReport) {
                     bits.push(format!("since {}", label(text("since"))));
                 }
             }
-            "refused" => {
-                if !text("reason").is_empty() {
-                    bits.push(error_text(text("reason")));
-                }
-            }
+            "refused" if !text("reason").is_empty() => bits.push(error_text(text("reason"))),
             _ => {}
         }
         let detail = if bits.is_empty() {
