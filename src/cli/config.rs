@@ -49,8 +49,10 @@ pub enum ConfigCommand {
     Path(PathArgs),
 }
 
-/// Exit 0 when valid, 1 when invalid or unreadable.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit 0 when valid, 1 when invalid or unreadable. Local entries the merge leaves out are listed as warnings; they do not make the config invalid."
+)]
 pub struct ValidateArgs {
     /// Validate FILE as the local layer (default: HYP_CONFIG, else $HYP_HOME/hypaware-config.json)
     #[arg(long, value_name = "FILE")]
@@ -60,9 +62,11 @@ pub struct ValidateArgs {
     pub json: bool,
 }
 
-/// Secrets (tokens, passwords) are printed as "<redacted>".
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("layer").args(["effective", "local", "central"])))]
+#[command(
+    group(ArgGroup::new("layer").args(["effective", "local", "central"])),
+    after_help = "Secrets (tokens, passwords) are printed as \"<redacted>\"."
+)]
 pub struct ShowArgs {
     /// The merge of both layers that the daemon runs on (the default)
     #[arg(long)]
