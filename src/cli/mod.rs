@@ -13,6 +13,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
 pub mod args;
+pub mod config;
 pub mod output;
 mod status;
 mod version;
@@ -152,6 +153,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
         Command::Status(args) => status::run(&args),
+        Command::Config(args) => config::run(&args),
         Command::Version => version::run(),
     }
 }

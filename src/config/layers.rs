@@ -222,6 +222,14 @@ fn normalize(path: &Path) -> PathBuf {
 /// Read, parse and shape-check one layer file.
 pub fn load_layer_file(path: &Path) -> Result<Value, LoadError> {
     let shown = path.display();
+    // A FIFO or device would block or never end: only regular files load.
+    if std::fs::metadata(path).is_ok_and(|metadata| !metadata.is_file()) {
+        return Err(single(
+            LoadErrorKind::Unreadable,
+            ErrorKind::Unreadable,
+            format!("failed to read config {shown}: not a regular file"),
+        ));
+    }
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -420,6 +428,14 @@ mod tests {
         assert!(shape.message.contains("version must be exactly 2"));
 
         assert_eq!(kind(fx.paths.home()), LoadErrorKind::Unreadable);
+        let fifo = fx.paths.home().join("fifo.json");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            kind(&fifo),
+            LoadErrorKind::Unreadable,
+            "a FIFO never blocks the load"
+        );
 
         std::fs::write(&path, SLOT).unwrap();
         assert!(load_layer_file(&path).is_ok());

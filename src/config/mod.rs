@@ -10,7 +10,8 @@
 //!   `policy`: the one backfill policy reader.
 //! - `layers`: resolving and loading the central and local layers;
 //!   `merge`: central (authoritative) plus local (additive) with drops.
-//! - `report`: what `hyp config validate` checks, as data.
+//! - `report`: what `hyp config validate` checks, as data; `redact`: secrets
+//!   hidden from printed documents.
 
 use serde_json::Value;
 
@@ -21,6 +22,7 @@ pub mod cron;
 pub mod layers;
 pub mod merge;
 pub mod policy;
+pub mod redact;
 pub mod report;
 pub mod schema;
 pub mod sections;

@@ -38,6 +38,13 @@ impl CheckStatus {
     }
 }
 
+/// Whether a layer file that does not exist is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenMissing {
+    Error,
+    Fine,
+}
+
 /// One layer's verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerCheck {
@@ -48,7 +55,7 @@ pub struct LayerCheck {
 }
 
 impl LayerCheck {
-    fn new(layer: LayerReport, missing_is_error: bool) -> LayerCheck {
+    fn new(layer: LayerReport, when_missing: WhenMissing) -> LayerCheck {
         let (status, errors) = match &layer.outcome {
             Ok(document) => {
                 let errors = validate::full_errors(document);
@@ -59,7 +66,9 @@ impl LayerCheck {
                 };
                 (status, errors)
             }
-            Err(_) if layer.is_missing() && !missing_is_error => (CheckStatus::Missing, Vec::new()),
+            Err(_) if layer.is_missing() && when_missing == WhenMissing::Fine => {
+                (CheckStatus::Missing, Vec::new())
+            }
             Err(error) => (CheckStatus::Invalid, error.errors.clone()),
         };
         LayerCheck {
@@ -124,11 +133,15 @@ impl ValidationReport {
                 local: Some(local.clone()),
             })
         });
-        let missing_local_is_error = local_from_flag || central.is_none();
+        let local_when_missing = if local_from_flag || central.is_none() {
+            WhenMissing::Error
+        } else {
+            WhenMissing::Fine
+        };
         ValidationReport {
-            local: LayerCheck::new(local, missing_local_is_error),
+            local: LayerCheck::new(local, local_when_missing),
             local_from_flag,
-            central: central.map(|central| LayerCheck::new(central, true)),
+            central: central.map(|central| LayerCheck::new(central, WhenMissing::Error)),
             effective,
         }
     }

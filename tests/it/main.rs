@@ -3,5 +3,6 @@
 //! environment. One crate, one harness; a module per capability.
 
 mod cli;
+mod config;
 mod status;
 mod support;

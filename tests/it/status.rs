@@ -39,7 +39,12 @@ fn a_fresh_home_is_reported_and_nothing_is_created() {
     let before = list_tree(env.root());
     let run = env.hyp(["status", "--json"]).assert_success();
     let report = run.stdout_json();
-    let keys: Vec<&str> = report.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, TOP_LEVEL_KEYS);
     assert_eq!(report["schema_version"], 1);
     assert_eq!(report["overall"], "degraded");
@@ -63,12 +68,21 @@ fn a_valid_local_config_is_healthy_and_inert_plugins_are_named() {
     let report = env.hyp(["status", "--json"]).assert_success().stdout_json();
     assert_eq!(report["overall"], "healthy");
     assert_eq!(report["config"]["valid"], true);
-    assert_eq!(report["active_plugins"][0], json!({"name": "@hypaware/claude", "state": "active"}));
+    assert_eq!(
+        report["active_plugins"][0],
+        json!({"name": "@hypaware/claude", "state": "active"})
+    );
     assert_eq!(report["active_plugins"][1]["state"], "inert");
     assert_eq!(report["config_layers"], serde_json::Value::Null);
     let text = env.hyp(["status"]).assert_success().stdout();
-    assert!(text.contains("@acme/widget  (inert: not available on this host)"), "{text}");
-    assert!(!text.contains("central"), "a never-joined host mentions no central: {text}");
+    assert!(
+        text.contains("@acme/widget  (inert: not available on this host)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("central"),
+        "a never-joined host mentions no central: {text}"
+    );
 }
 
 #[test]
@@ -88,9 +102,17 @@ fn corrupt_state_files_become_fields_and_diagnostics() {
         .collect();
     assert!(kinds.contains(&"config_unreadable"), "{kinds:?}");
     assert!(kinds.contains(&"daemon_status_unreadable"), "{kinds:?}");
-    assert!(kinds.contains(&"remote_config_state_unreadable"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"remote_config_state_unreadable"),
+        "{kinds:?}"
+    );
     assert_eq!(report["overall"], "degraded");
-    assert!(report["daemon"]["error"].as_str().unwrap().contains("hypaware.pid"));
+    assert!(
+        report["daemon"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("hypaware.pid")
+    );
     env.hyp(["status"]).assert_success();
     assert!(!run.stderr().contains("panicked"));
 }
@@ -137,7 +159,10 @@ fn hostile_values_are_cleaned_in_text_and_raw_in_json() {
     let text = env.hyp(["status"]).assert_success().stdout();
     assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\u{200b}'));
     assert!(text.contains("last_state=ok[31mREDevilline"), "{text}");
-    assert!(text.lines().all(|line| line.chars().count() < 200), "values are clamped: {text}");
+    assert!(
+        text.lines().all(|line| line.chars().count() < 200),
+        "values are clamped: {text}"
+    );
     // A rollback is a warning: it never degrades overall by itself.
     let kinds: Vec<&str> = json["diagnostics"]
         .as_array()
