@@ -19,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show this machine's health: config, daemon, cache, remote config, client actions
+    Status(crate::cli::status::StatusArgs),
     /// Check, show and locate the configuration layers
     Config(crate::cli::config::ConfigArgs),
     /// Print the version and where hyp keeps its state

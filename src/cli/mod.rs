@@ -15,6 +15,7 @@ use clap::{CommandFactory, FromArgMatches};
 pub mod args;
 pub mod config;
 pub mod output;
+mod status;
 mod version;
 
 use args::{Cli, Command};
@@ -151,6 +152,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
+        Command::Status(args) => status::run(&args),
         Command::Config(args) => config::run(&args),
         Command::Version => version::run(),
     }

@@ -61,7 +61,10 @@ mod tests {
     #[test]
     fn removes_controls_bidi_and_invisibles() {
         assert_eq!(label("ok\x1b[31mred\x1b[0m\n"), "ok[31mred[0m");
-        assert_eq!(label("a\u{202e}b\u{2066}c\u{200b}d\u{feff}e\u{2028}f"), "abcdef");
+        assert_eq!(
+            label("a\u{202e}b\u{2066}c\u{200b}d\u{feff}e\u{2028}f"),
+            "abcdef"
+        );
         assert_eq!(label("\u{0085}tab\there"), "tabhere");
         assert_eq!(label("héllo wörld ✓"), "héllo wörld ✓");
         assert_eq!(label("\u{200b}\u{200b}"), "");

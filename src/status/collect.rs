@@ -1,0 +1,425 @@
+//! Gather the status report from disk. Every probe is best-effort: a file
+//! that is missing, empty, truncated or hostile becomes a field or a
+//! diagnostic, never an error. **Invariant:** nothing here writes, creates a
+//! file or directory, polls the server, or runs a reconcile pass.
+
+use std::fs;
+use std::path::Path;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+use crate::config::{self, EffectiveConfig, catalog};
+use crate::paths::Paths;
+use crate::statefile::{self, StateRead};
+use crate::status::report::{
+    ActivePlugin, CacheSummary, ConfigLayers, ConfigSummary, DaemonSummary, Diagnostic, Overall,
+    ProbationView, Provenance, RemoteConfig, SCHEMA_VERSION, SinkRow, StatusReport,
+};
+
+/// The retention the cache uses when config names none.
+const DEFAULT_RETENTION_DAYS: f64 = 90.0;
+
+/// Build the whole report.
+pub fn collect(paths: &Paths) -> StatusReport {
+    let effective = config::load_effective(paths);
+    let mut diagnostics = Vec::new();
+    let config = config_summary(paths, &effective, &mut diagnostics);
+    let daemon = daemon_summary(paths, &effective, &mut diagnostics);
+    let remote_config = remote_config(paths, &mut diagnostics);
+    let report = StatusReport {
+        schema_version: SCHEMA_VERSION,
+        overall: Overall::Healthy,
+        config,
+        active_plugins: active_plugins(&effective),
+        daemon,
+        sinks: sink_rows(&effective),
+        cache: cache_summary(paths, &effective),
+        config_layers: config_layers(&effective),
+        remote_config,
+        client_actions: client_actions(paths, &effective),
+        diagnostics,
+    };
+    StatusReport {
+        overall: overall(&report.diagnostics),
+        ..report
+    }
+}
+
+/// `degraded` exactly when a diagnostic says so; nothing else counts.
+fn overall(diagnostics: &[Diagnostic]) -> Overall {
+    if diagnostics.iter().any(Diagnostic::degrades) {
+        Overall::Degraded
+    } else {
+        Overall::Healthy
+    }
+}
+
+fn config_summary(
+    paths: &Paths,
+    effective: &EffectiveConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> ConfigSummary {
+    let local_path = paths.local_config().path.display().to_string();
+    let local = effective.layers.local.as_ref();
+    let local_error = local.and_then(|layer| layer.error()).filter(|_| {
+        // A missing local file is normal on a joined host.
+        !local.is_some_and(|layer| layer.is_missing())
+    });
+    if let Some(central) = &effective.layers.central
+        && let Some(error) = central.error()
+    {
+        diagnostics.push(Diagnostic::error(
+            "config_central_unreadable",
+            format!(
+                "central config layer {} cannot be loaded ({error}) - the daemon runs without it and does not poll",
+                central.path.display()
+            ),
+            &["hyp join <url> <token>   (re-join to reset the central layer)"],
+        ));
+    }
+    match (effective.has_central_layer, local_error) {
+        (true, Some(error)) => diagnostics.push(Diagnostic::warning(
+            "config_local_unreadable",
+            format!(
+                "local config layer is unreadable ({error}) - running on the central layer only"
+            ),
+            &[&format!("hyp config validate --path {local_path}")],
+        )),
+        (false, Some(error)) => diagnostics.push(Diagnostic::error(
+            "config_unreadable",
+            error.to_string(),
+            &[&format!("hyp config validate --path {local_path}")],
+        )),
+        _ => {}
+    }
+    if !effective.has_any_layer() && local_error.is_none() {
+        diagnostics.push(Diagnostic::warning(
+            "config_missing",
+            format!("no config found - neither a central layer nor {local_path}"),
+            &["hyp join <url> <token>", &format!("write {local_path}")],
+        ));
+    }
+    let errors = if effective.has_any_layer() {
+        config::validate::full_errors(&effective.document)
+    } else {
+        Vec::new()
+    };
+    for error in &errors {
+        diagnostics.push(Diagnostic {
+            pointer: Some(error.pointer.clone()),
+            ..Diagnostic::error(
+                "config_invalid",
+                error.to_string(),
+                &[&format!("hyp config validate --path {local_path}")],
+            )
+        });
+    }
+    ConfigSummary {
+        path: local_path,
+        exists: effective.has_any_layer(),
+        valid: effective.has_any_layer() && errors.is_empty(),
+        joined: effective.has_central_layer,
+    }
+}
+
+fn provenance(joined: bool, is_central: bool) -> Option<Provenance> {
+    match (joined, is_central) {
+        (false, _) => None,
+        (true, true) => Some(Provenance::Central),
+        (true, false) => Some(Provenance::Local),
+    }
+}
+
+fn active_plugins(effective: &EffectiveConfig) -> Vec<ActivePlugin> {
+    let central = effective.central_plugin_names();
+    effective
+        .plugins
+        .iter()
+        .filter(|entry| entry.enabled)
+        .map(|entry| ActivePlugin {
+            name: entry.name.clone(),
+            state: if catalog::is_inert(&entry.name) {
+                "inert"
+            } else {
+                "active"
+            },
+            provenance: provenance(
+                effective.has_central_layer,
+                central.contains(&entry.name.as_str()),
+            ),
+        })
+        .collect()
+}
+
+fn sink_rows(effective: &EffectiveConfig) -> Vec<SinkRow> {
+    let central = effective.central_sink_names();
+    let Some(sinks) = effective.document.get("sinks").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    sinks
+        .iter()
+        .map(|(instance, sink)| {
+            let text = |key: &str| sink.get(key).and_then(Value::as_str).map(str::to_string);
+            let (plugin, kind) = match text("plugin") {
+                Some(plugin) => (plugin, "request"),
+                None => (text("writer").unwrap_or_default(), "blob"),
+            };
+            SinkRow {
+                instance: instance.clone(),
+                plugin,
+                kind,
+                provenance: provenance(
+                    effective.has_central_layer,
+                    central.contains(&instance.as_str()),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn daemon_summary(
+    paths: &Paths,
+    effective: &EffectiveConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> DaemonSummary {
+    let mut errors = Vec::new();
+    let pid_file = match statefile::read_value(&paths.pid_file()) {
+        StateRead::Ok(value) if value.get("pid").and_then(Value::as_u64).is_some() => Some(value),
+        StateRead::Missing => None,
+        StateRead::Ok(_) => {
+            errors.push(format!(
+                "malformed pid file at {}",
+                paths.pid_file().display()
+            ));
+            None
+        }
+        other => {
+            errors.extend(other.problem(&paths.pid_file()));
+            None
+        }
+    };
+    let status_file = match statefile::read_value(&paths.status_file()) {
+        StateRead::Ok(value) => Some(value),
+        StateRead::Missing => None,
+        other => {
+            errors.extend(other.problem(&paths.status_file()));
+            None
+        }
+    };
+    let running_pid = crate::daemon::running_pid(paths);
+    let running = running_pid.is_some();
+    let field = |value: &Option<Value>, key: &str| -> Option<String> {
+        value.as_ref()?.get(key)?.as_str().map(str::to_string)
+    };
+    let raw_state = field(&status_file, "state");
+    let (state, last_state) = match (&raw_state, running) {
+        (None, _) => ("unknown".to_string(), None),
+        (Some(raw), true) => (raw.clone(), None),
+        (Some(raw), false) if raw == "stopped" => (raw.clone(), None),
+        (Some(raw), false) => ("dead".to_string(), Some(raw.clone())),
+    };
+    let installed = unit_installed();
+    let error = (!errors.is_empty()).then(|| errors.join("; "));
+    if let Some(error) = &error {
+        diagnostics.push(Diagnostic::warning(
+            "daemon_status_unreadable",
+            error.clone(),
+            &["hyp daemon restart"],
+        ));
+    }
+    if !running && (effective.has_central_layer || installed) {
+        diagnostics.push(Diagnostic::warning(
+            "daemon_not_running",
+            "the daemon is not running: central config is not polled and client actions do not run"
+                .to_string(),
+            &["hyp daemon start", "hyp daemon run"],
+        ));
+    }
+    DaemonSummary {
+        installed,
+        running,
+        state,
+        last_state,
+        pid: running_pid
+            .map(u64::from)
+            .or_else(|| pid_file.as_ref()?.get("pid")?.as_u64()),
+        mode: field(&pid_file, "mode"),
+        run_id: field(&pid_file, "run_id").or_else(|| field(&status_file, "run_id")),
+        started_at: field(&pid_file, "started_at").or_else(|| field(&status_file, "started_at")),
+        updated_at: field(&status_file, "updated_at"),
+        error,
+    }
+}
+
+fn cache_summary(paths: &Paths, effective: &EffectiveConfig) -> CacheSummary {
+    let (retention_days, retention_source) = match effective.retention_default_days() {
+        Some(days) => (days, "config"),
+        None => (DEFAULT_RETENTION_DAYS, "default"),
+    };
+    let (rows, error) = match cache_rows(&paths.cache_db()) {
+        Ok(rows) => (rows, None),
+        Err(error) => (0, Some(error)),
+    };
+    let retention_days = if retention_days.fract() == 0.0 && retention_days <= u64::MAX as f64 {
+        Value::from(retention_days as u64)
+    } else {
+        Value::from(retention_days)
+    };
+    CacheSummary {
+        dir: paths.cache_dir().display().to_string(),
+        size_bytes: tree_size(&paths.cache_dir()),
+        rows,
+        retention_days,
+        retention_source,
+        error,
+    }
+}
+
+/// Bytes under `dir`, not following symlinks; 0 when it does not exist.
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map(|meta| meta.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Rows in the cache, read without creating anything. With no `-wal` file
+/// there is no writer mid-transaction, so the file is opened `immutable`
+/// (no `-shm` is created); otherwise a plain read-only connection joins the
+/// writer's WAL.
+fn cache_rows(db: &Path) -> Result<u64, String> {
+    if !db.exists() {
+        return Ok(0);
+    }
+    let wal = db.with_file_name(format!(
+        "{}-wal",
+        db.file_name()
+            .map(|name| name.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let uri = if wal.exists() {
+        format!("file:{}?mode=ro", db.display())
+    } else {
+        format!("file:{}?immutable=1", db.display())
+    };
+    let connection = Connection::open_with_flags(uri, flags)
+        .map_err(|err| format!("cannot open the cache {}: {err}", db.display()))?;
+    connection
+        .query_row("SELECT count(*) FROM ai_gateway_messages", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|rows| rows.max(0) as u64)
+        .map_err(|err| format!("cannot count cache rows in {}: {err}", db.display()))
+}
+
+fn config_layers(effective: &EffectiveConfig) -> Option<ConfigLayers> {
+    if !effective.has_central_layer {
+        return None;
+    }
+    let central = effective.layers.central.as_ref()?;
+    Some(ConfigLayers {
+        central: true,
+        central_source: central.source.as_str().to_string(),
+        central_path: central.path.display().to_string(),
+        central_plugins: effective
+            .central_plugin_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        central_sinks: effective
+            .central_sink_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        central_query_ignored: effective.central_query_ignored,
+        local_not_applied: effective
+            .drops
+            .iter()
+            .filter_map(|drop| serde_json::to_value(drop).ok())
+            .collect(),
+    })
+}
+
+fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConfig {
+    let running_etag = config::read_active_pointer(paths)
+        .and_then(|slot| fs::read_to_string(paths.slot_etag(slot)).ok())
+        .map(|etag| etag.trim().to_string())
+        .filter(|etag| !etag.is_empty());
+    let state = match statefile::read_value(&paths.apply_state()) {
+        StateRead::Ok(Value::Object(state)) => state,
+        StateRead::Missing => Default::default(),
+        other => {
+            let problem = other.problem(&paths.apply_state()).unwrap_or_else(|| {
+                format!("{} is not a JSON object", paths.apply_state().display())
+            });
+            diagnostics.push(Diagnostic::warning(
+                "remote_config_state_unreadable",
+                format!("{problem} - read as empty"),
+                &["the daemon rewrites it on the next apply; 'hyp leave' then 'hyp join' resets it"],
+            ));
+            Default::default()
+        }
+    };
+    let object = |key: &str| state.get(key).filter(|value| value.is_object()).cloned();
+    let probation = object("probation").map(|probation| {
+        let text = |key: &str| {
+            probation
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let remaining_seconds = text("until")
+            .and_then(|until| crate::time::parse_iso(&until))
+            .map(|until| (until.as_second() - Timestamp::now().as_second()).max(0));
+        ProbationView {
+            etag: text("etag"),
+            applied_at: text("applied_at"),
+            until: text("until"),
+            remaining_seconds,
+        }
+    });
+    let last_rollback = object("last_rollback");
+    if let Some(rollback) = &last_rollback {
+        let text = |key: &str| rollback.get(key).and_then(Value::as_str).unwrap_or("?");
+        diagnostics.push(Diagnostic::warning(
+            "remote_config_rolled_back",
+            format!(
+                "remote config {} rolled back at {} ({})",
+                crate::status::sanitize::label(text("etag")),
+                crate::status::sanitize::label(text("at")),
+                crate::status::sanitize::label(text("reason")),
+            ),
+            &["fix the central config revision; the daemon re-applies when the served etag changes"],
+        ));
+    }
+    RemoteConfig {
+        running_etag,
+        probation,
+        last_rollback,
+        bad_etag: object("bad_etag"),
+    }
+}
+
+/// The reconciler's rows (same gate as `desired()`), or `None` when nothing
+/// applies.
+fn client_actions(paths: &Paths, effective: &EffectiveConfig) -> Option<Vec<Value>> {
+    let _ = (paths, effective);
+    None
+}
+
+// FIXME(integrator): ask the daemon's service module once merged.
+fn unit_installed() -> bool {
+    false
+}
