@@ -19,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon, or manage and inspect it (start, stop, status, logs, install)
+    Daemon(crate::cli::daemon::DaemonArgs),
     /// Print the version and where hyp keeps its state
     Version,
 }

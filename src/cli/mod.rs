@@ -13,6 +13,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
 pub mod args;
+pub mod daemon;
 pub mod output;
 mod version;
 
@@ -150,6 +151,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
+        Command::Daemon(args) => daemon::run(args),
         Command::Version => version::run(),
     }
 }

@@ -3,4 +3,5 @@
 //! environment. One crate, one harness; a module per capability.
 
 mod cli;
+mod daemon;
 mod support;
