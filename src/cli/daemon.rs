@@ -123,6 +123,14 @@ fn run_daemon() -> Result<Code, CliError> {
 }
 
 fn start() -> Result<Code, CliError> {
+    let paths = Paths::from_env()?;
+    if lock::is_held(&paths) {
+        // Starting the service now would only fail on the lock, again and again.
+        let pid = daemon::running_pid(&paths)
+            .map_or_else(|| "pid unknown".to_string(), |pid| format!("pid={pid}"));
+        output::stdout_text(&format!("daemon: already running ({pid})\n"))?;
+        return Ok(Code::Ok);
+    }
     if !service::is_installed() {
         return Err(CliError::failed(
             "service not installed (run 'hyp daemon install' first, or 'hyp daemon run' to run in the foreground)",
@@ -142,28 +150,33 @@ fn start() -> Result<Code, CliError> {
 
 fn stop(timeout: u64) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
-    stop_service_if_installed()?;
-    report_stop(&paths, timeout)
+    let service_stopped = stop_service_if_installed();
+    report_stop(&paths, timeout, service_stopped)
 }
 
 /// `systemctl --user stop` when the unit is installed and a manager runs;
-/// otherwise nothing (the lock path below does the work).
-fn stop_service_if_installed() -> Result<(), CliError> {
+/// true when that succeeded. The lock path after it stops a daemon the
+/// service manager does not know (a foreground one).
+fn stop_service_if_installed() -> bool {
     if !service::is_installed() {
-        return Ok(());
+        return false;
     }
     match service::systemctl(&["stop", UNIT_NAME]) {
-        Ok(()) | Err(SystemctlError::Unavailable { .. }) => Ok(()),
+        Ok(()) => true,
+        Err(SystemctlError::Unavailable { .. }) => false,
         Err(err) => {
             output::warning(&err.to_string());
-            Ok(())
+            false
         }
     }
 }
 
 /// Stop through the lock and pid file and print the outcome.
-fn report_stop(paths: &Paths, timeout: u64) -> Result<Code, CliError> {
+fn report_stop(paths: &Paths, timeout: u64, service_stopped: bool) -> Result<Code, CliError> {
     match daemon::stop_running_daemon(paths, Duration::from_secs(timeout)) {
+        StopOutcome::NotRunning if service_stopped => {
+            output::stdout_text(&format!("daemon: stopped ({UNIT_NAME})\n"))?
+        }
         StopOutcome::NotRunning => output::stdout_text("daemon: not running\n")?,
         StopOutcome::Stopped { .. } => output::stdout_text("daemon: stopped\n")?,
         StopOutcome::TimedOut { pid } => {
@@ -195,7 +208,7 @@ fn restart(timeout: u64) -> Result<Code, CliError> {
     } else {
         None
     };
-    let code = report_stop(&paths, timeout)?;
+    let code = report_stop(&paths, timeout, false)?;
     match manager_problem {
         Some(problem) => output::stderr_plain(&format!(
             "daemon restart: stopped. The service is installed but {problem};\n  re-run 'hyp daemon run' to bring the daemon back up."

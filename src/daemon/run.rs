@@ -96,6 +96,9 @@ impl std::error::Error for DaemonError {}
 /// Run the daemon in this process until it is stopped or restarts itself.
 /// `time_scale` was parsed before this is called (a bad value never boots).
 pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonError> {
+    // Handlers first (they touch nothing on disk): from the moment the lock
+    // is held, `hyp join` may SIGHUP us, and SIGHUP's default action kills.
+    let signals = signals::forward().map_err(DaemonError::Signals)?;
     let lock = match DaemonLock::acquire(paths) {
         Ok(lock) => lock,
         Err(LockError::Held) => {
@@ -105,7 +108,6 @@ pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonErr
         }
         Err(LockError::Io { path, source }) => return Err(DaemonError::Lock { path, source }),
     };
-    let signals = signals::forward().map_err(DaemonError::Signals)?;
     let started = SystemTime::now();
     let run_id = new_run_id(started);
     let started_at = status_file::iso(started);

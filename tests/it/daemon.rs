@@ -625,3 +625,36 @@ fn bare_daemon_prints_its_help() {
         .assert_exit(2)
         .assert_stderr_contains("hyp daemon run: unknown flag --bogus");
 }
+
+#[test]
+fn logs_follow_prints_appended_lines_across_rotation() {
+    let env = daemon_env();
+    let log = env.state_root().join("logs/daemon.log");
+    env.write(&log, "{\"n\":1}\n{\"n\":2}\n");
+    let mut follower = RunningDaemon::spawn(&env, &["daemon", "logs", "-f", "-n", "1"]);
+    wait_until(BOOT, "the last existing line", || {
+        follower.stdout() == "{\"n\":2}\n"
+    });
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, b"{\"n\":3}\n").unwrap();
+    wait_until(BOOT, "the appended line", || {
+        follower.stdout().ends_with("{\"n\":3}\n")
+    });
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    env.write(&log, "{\"n\":4}\n");
+    wait_until(BOOT, "the first line of the rotated log", || {
+        follower.stdout().ends_with("{\"n\":4}\n")
+    });
+    assert_eq!(follower.stdout(), "{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n");
+    follower.signal(libc::SIGTERM);
+    follower.wait_exit();
+}
+
+#[test]
+fn start_with_a_daemon_already_running_says_so() {
+    let env = daemon_env();
+    let daemon = RunningDaemon::start(&env);
+    env.hyp(["daemon", "start"])
+        .assert_success()
+        .assert_stdout_contains(&format!("daemon: already running (pid={})", daemon.pid()));
+}
