@@ -443,7 +443,7 @@ impl Daemon {
         // inbox has no sender left.
         drop(pass_sender);
         let drained = drain_threads(poll, worker, time_scale);
-        let drain_end = wait_for_drain(&drained, signals, time_scale);
+        let (ending, drain_end) = wait_for_drain(&drained, signals, time_scale, ending);
         match (ending, drain_end) {
             (_, DrainEnd::Forced(signal)) => {
                 event_log::warn("daemon.forced_exit", json!({"signal": signal.name()}));
@@ -530,26 +530,39 @@ fn debug_drain_delay() -> Option<Duration> {
     millis.trim().parse::<u64>().ok().map(Duration::from_millis)
 }
 
-/// Wait for the drain, a second stopping signal, or the budget.
+/// Wait for the drain, a stopping signal, or the budget. A first SIGTERM or
+/// SIGINT during a restart's drain turns it into a shutdown (the drain goes
+/// on, no exec follows); one during a shutdown's drain forces the exit.
 fn wait_for_drain(
     drained: &Receiver<()>,
     signals: Receiver<DaemonSignal>,
     time_scale: TimeScale,
-) -> DrainEnd {
+    ending: Ending,
+) -> (Ending, DrainEnd) {
     let budget = crossbeam_channel::after(time_scale.secs(DRAIN_BUDGET_SECS));
     let mut signals = signals;
+    let mut ending = ending;
     loop {
         crossbeam_channel::select! {
-            recv(drained) -> _ => return DrainEnd::Done,
-            recv(signals) -> signal => match signal {
-                Ok(signal) if signal.stops() => return DrainEnd::Forced(signal),
-                Ok(signal) => event_log::info(
+            recv(drained) -> _ => return (ending, DrainEnd::Done),
+            recv(signals) -> signal => match (signal, &ending) {
+                (Ok(signal), Ending::Restart { .. }) if signal.stops() => {
+                    event_log::info(
+                        "daemon.restart_cancelled",
+                        json!({"signal": signal.name(), "detail": "stopping instead"}),
+                    );
+                    ending = Ending::Shutdown { signal };
+                }
+                (Ok(signal), Ending::Shutdown { .. }) if signal.stops() => {
+                    return (ending, DrainEnd::Forced(signal));
+                }
+                (Ok(signal), _) => event_log::info(
                     "daemon.signal_ignored",
-                    json!({"signal": signal.name(), "detail": "shutting down"}),
+                    json!({"signal": signal.name(), "detail": "draining"}),
                 ),
-                Err(_) => signals = crossbeam_channel::never(),
+                (Err(_), _) => signals = crossbeam_channel::never(),
             },
-            recv(budget) -> _ => return DrainEnd::Overran,
+            recv(budget) -> _ => return (ending, DrainEnd::Overran),
         }
     }
 }

@@ -658,3 +658,29 @@ fn start_with_a_daemon_already_running_says_so() {
         .assert_success()
         .assert_stdout_contains(&format!("daemon: already running (pid={})", daemon.pid()));
 }
+
+#[test]
+fn sigterm_during_a_restart_drain_stops_instead_of_exec() {
+    let mut env = daemon_env();
+    // A drain long enough to signal into, well inside the 14 s budget.
+    env.set_var("HYP_DEBUG_DRAIN_DELAY_MS", "5000");
+    let mut daemon = RunningDaemon::start(&env);
+    daemon.signal(libc::SIGUSR1);
+    wait_until(BOOT, "status.json to say restarting", || {
+        daemon.status_json()["state"] == "restarting"
+    });
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", daemon.explain("exit code"));
+    let events = daemon.log_events();
+    assert!(
+        events
+            .iter()
+            .any(|event| event == "daemon.restart_cancelled"),
+        "{}",
+        daemon.explain("restart cancelled")
+    );
+    assert!(!events.iter().any(|event| event == "daemon.exec"));
+    assert_eq!(daemon.status_json()["state"], "stopped");
+    assert!(!env.state_root().join("run/hypaware.pid").exists());
+}
