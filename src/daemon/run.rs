@@ -598,3 +598,153 @@ fn exec_self() -> io::Error {
     command.args(args);
     command.exec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon wired to test channels instead of real signals and threads.
+    fn test_daemon(home: &std::path::Path) -> (Daemon, Sender<DaemonSignal>, Sender<PollEvent>) {
+        let paths = Paths::with_home(home);
+        let lock = DaemonLock::acquire(&paths).unwrap();
+        let (signal_sender, signals) = crossbeam_channel::unbounded();
+        let (pass_sender, pass_inbox) = crossbeam_channel::unbounded();
+        let context = WorkerContext {
+            paths: paths.clone(),
+            time_scale: TimeScale::REAL,
+        };
+        let worker = WorkerHandle::spawn(context, pass_inbox).unwrap();
+        let (event_sender, events) = crossbeam_channel::unbounded();
+        let daemon = Daemon {
+            status: StatusWriter::new(&paths, "daemon-test", "2026-01-01T00:00:00.000Z", 1.0),
+            paths,
+            time_scale: TimeScale::REAL,
+            lock,
+            signals,
+            events,
+            event_sender: event_sender.clone(),
+            pass_sender,
+            worker,
+            poll: None,
+            watchdog: Watchdog::default(),
+        };
+        (daemon, signal_sender, event_sender)
+    }
+
+    #[test]
+    fn an_apply_arms_the_watchdog_and_asks_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut daemon, _signals, events) = test_daemon(dir.path());
+        let deadline = SystemTime::now() + Duration::from_secs(3600);
+        events
+            .send(PollEvent::ProbationCleared {
+                etag: "rev-0".into(),
+            })
+            .unwrap();
+        events
+            .send(PollEvent::Applied {
+                etag: "rev-1".into(),
+                deadline,
+            })
+            .unwrap();
+        assert_eq!(
+            daemon.wait(),
+            Ending::Restart {
+                reason: "config_applied".into()
+            }
+        );
+        assert_eq!(daemon.watchdog.deadline(), Some(deadline));
+        assert_eq!(daemon.watchdog.etag(), Some("rev-1"));
+    }
+
+    #[test]
+    fn a_rollback_restarts_with_its_reason_and_disarms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut daemon, _signals, events) = test_daemon(dir.path());
+        daemon
+            .watchdog
+            .arm("rev-1", SystemTime::now() + Duration::from_secs(3600));
+        events
+            .send(PollEvent::RolledBack {
+                reason: "probation_expired".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            daemon.wait(),
+            Ending::Restart {
+                reason: "probation_expired".into()
+            }
+        );
+        assert_eq!(daemon.watchdog.deadline(), None);
+    }
+
+    #[test]
+    fn a_reload_keeps_running_and_a_stop_signal_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut daemon, signals, _events) = test_daemon(dir.path());
+        signals.send(DaemonSignal::Reload).unwrap();
+        signals.send(DaemonSignal::Interrupt).unwrap();
+        assert_eq!(
+            daemon.wait(),
+            Ending::Shutdown {
+                signal: DaemonSignal::Interrupt
+            }
+        );
+        let status = status_file::read(&daemon.paths).ok().unwrap();
+        assert!(status["last_reload_at"].is_string());
+        assert_eq!(status["state"], "healthy");
+    }
+
+    #[test]
+    fn an_expired_watchdog_fires_and_disarms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut daemon, signals, _events) = test_daemon(dir.path());
+        let status_path = daemon.paths.status_file();
+        daemon
+            .watchdog
+            .arm("rev-1", SystemTime::now() - Duration::from_secs(1));
+        let waiting = std::thread::spawn(move || {
+            let ending = daemon.wait();
+            (daemon, ending)
+        });
+        // Firing writes status.json (nothing else here does): wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !status_path.exists() {
+            assert!(Instant::now() < deadline, "the watchdog never fired");
+            std::thread::yield_now();
+        }
+        signals.send(DaemonSignal::Terminate).unwrap();
+        let (daemon, ending) = waiting.join().unwrap();
+        assert_eq!(
+            ending,
+            Ending::Shutdown {
+                signal: DaemonSignal::Terminate
+            }
+        );
+        assert_eq!(daemon.watchdog.deadline(), None);
+    }
+
+    #[test]
+    fn finishing_a_shutdown_writes_stopped_and_frees_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (daemon, _signals, _events) = test_daemon(dir.path());
+        let paths = daemon.paths.clone();
+        pid_file::write(
+            &paths,
+            &PidFile {
+                pid: std::process::id(),
+                run_id: "daemon-test".into(),
+                started_at: "x".into(),
+                mode: "foreground".into(),
+            },
+        )
+        .unwrap();
+        let outcome = daemon.finish(Ending::Shutdown {
+            signal: DaemonSignal::Terminate,
+        });
+        assert_eq!(outcome, RunOutcome::Stopped);
+        assert_eq!(status_file::read(&paths).ok().unwrap()["state"], "stopped");
+        assert_eq!(pid_file::read(&paths), pid_file::PidFileRead::Missing);
+        assert!(!crate::daemon::lock::is_held(&paths));
+    }
+}
