@@ -95,32 +95,44 @@ impl std::error::Error for DaemonError {}
 
 /// Run the daemon in this process until it is stopped or restarts itself.
 /// `time_scale` was parsed before this is called (a bad value never boots).
+/// Boot order is the contract's: lock, pid file, `starting`, boot
+/// evaluation, config, marker recovery, worker, poll thread, boot pass,
+/// `healthy`.
 pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonError> {
     // Handlers first (they touch nothing on disk): from the moment the lock
     // is held, `hyp join` may SIGHUP us, and SIGHUP's default action kills.
     let signals = signals::forward().map_err(DaemonError::Signals)?;
-    let lock = match DaemonLock::acquire(paths) {
-        Ok(lock) => lock,
-        Err(LockError::Held) => {
-            return Err(DaemonError::AlreadyRunning {
-                pid: pid_file::read(paths).pid(),
-            });
-        }
-        Err(LockError::Io { path, source }) => return Err(DaemonError::Lock { path, source }),
-    };
+    let lock = take_lock(paths)?;
+    let status = announce(paths, time_scale)?;
+    let mut daemon = boot(paths, time_scale, lock, status, signals)?;
+    let _ =
+        crate::cli::output::stdout_text(&format!("daemon: running (pid={})\n", std::process::id()));
+    let ending = daemon.wait();
+    Ok(daemon.finish(ending))
+}
+
+fn take_lock(paths: &Paths) -> Result<DaemonLock, DaemonError> {
+    match DaemonLock::acquire(paths) {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Held) => Err(DaemonError::AlreadyRunning {
+            pid: pid_file::read(paths).pid(),
+        }),
+        Err(LockError::Io { path, source }) => Err(DaemonError::Lock { path, source }),
+    }
+}
+
+/// Write the pid file and `starting`, open the log, log `daemon.starting`.
+fn announce(paths: &Paths, time_scale: TimeScale) -> Result<StatusWriter, DaemonError> {
     let started = SystemTime::now();
     let run_id = new_run_id(started);
     let started_at = status_file::iso(started);
-    pid_file::write(
-        paths,
-        &PidFile {
-            pid: std::process::id(),
-            run_id: run_id.clone(),
-            started_at: started_at.clone(),
-            mode: "foreground".into(),
-        },
-    )
-    .map_err(DaemonError::PidFile)?;
+    let pid_file = PidFile {
+        pid: std::process::id(),
+        run_id: run_id.clone(),
+        started_at: started_at.clone(),
+        mode: "foreground".into(),
+    };
+    pid_file::write(paths, &pid_file).map_err(DaemonError::PidFile)?;
     let mut status = StatusWriter::new(paths, &run_id, &started_at, time_scale.factor());
     status.write(DaemonState::Starting);
     if let Err(err) = event_log::install(&paths.daemon_log(), &run_id) {
@@ -137,7 +149,18 @@ pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonErr
             "time_scale": time_scale.factor(),
         }),
     );
+    Ok(status)
+}
 
+/// From boot evaluation to `healthy`: the engine, config, markers, threads
+/// and the boot pass.
+fn boot(
+    paths: &Paths,
+    time_scale: TimeScale,
+    lock: DaemonLock,
+    mut status: StatusWriter,
+    signals: Receiver<DaemonSignal>,
+) -> Result<Daemon, DaemonError> {
     let boot = engine::evaluate_at_boot(paths);
     if boot.action != "none" {
         event_log::info(
@@ -196,10 +219,7 @@ pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonErr
             "probation_until": daemon.watchdog.deadline().map(status_file::iso),
         }),
     );
-    let _ =
-        crate::cli::output::stdout_text(&format!("daemon: running (pid={})\n", std::process::id()));
-    let ending = daemon.wait();
-    Ok(daemon.finish(ending))
+    Ok(daemon)
 }
 
 /// `daemon-<pid>-<ms since epoch>`, the reference's form.
