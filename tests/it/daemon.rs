@@ -684,3 +684,72 @@ fn sigterm_during_a_restart_drain_stops_instead_of_exec() {
     assert_eq!(daemon.status_json()["state"], "stopped");
     assert!(!env.state_root().join("run/hypaware.pid").exists());
 }
+
+#[test]
+fn a_staged_restart_whose_exec_fails_exits_75() {
+    let env = daemon_env();
+    // A copy of the binary that is deleted while it runs, as an upgrade
+    // might: exec of the vanished path fails.
+    let copy = env.root().join("bin/hyp-copy");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_hyp"), &copy).unwrap();
+    let template = env.command(["daemon", "run"]);
+    let out = env.root().join("copy.out");
+    let mut command = std::process::Command::new(&copy);
+    command
+        .args(["daemon", "run"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::null());
+    for (key, value) in template.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    let child = spawn_retrying_busy_text(&mut command);
+    let mut daemon = RunningDaemon {
+        child,
+        out,
+        err: env.root().join("copy.err"),
+        state_root: env.state_root(),
+        status: None,
+    };
+    daemon.wait_healthy();
+    std::fs::remove_file(&copy).unwrap();
+    daemon.signal(libc::SIGUSR1);
+    let status = daemon.wait_exit();
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "{}",
+        daemon.explain("exec failure exit")
+    );
+    let status_json = daemon.status_json();
+    assert_eq!(status_json["state"], "stopped");
+    assert!(status_json["warnings"].to_string().contains("cannot exec"));
+    assert!(
+        daemon
+            .log_events()
+            .iter()
+            .any(|event| event == "daemon.exec_failed")
+    );
+    assert!(!env.state_root().join("run/hypaware.pid").exists());
+}
+
+/// A freshly copied binary can be briefly "text file busy" while another
+/// test thread forks with its write descriptor open; try again then.
+fn spawn_retrying_busy_text(command: &mut std::process::Command) -> Child {
+    let mut spawned = None;
+    wait_until(BOOT, "the copied binary to spawn", || {
+        match command.spawn() {
+            Ok(child) => {
+                spawned = Some(child);
+                true
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) => false,
+            Err(err) => panic!("spawn the copied binary: {err}"),
+        }
+    });
+    spawned.expect("spawned")
+}
