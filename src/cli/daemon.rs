@@ -28,7 +28,8 @@ pub struct DaemonArgs {
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Run the daemon in this process until SIGTERM or SIGINT (the only mode;
-    /// services run it this way). SIGHUP reloads config.
+    /// services run it this way). SIGHUP reloads config; SIGUSR1 restarts it
+    /// in place (same pid).
     Run(RunArgs),
     /// Start the installed systemd user service
     Start,
