@@ -23,6 +23,8 @@ pub enum Command {
     Status(crate::cli::status::StatusArgs),
     /// Check, show and locate the configuration layers
     Config(crate::cli::config::ConfigArgs),
+    /// Run the daemon, or manage and inspect it (start, stop, status, logs, install)
+    Daemon(crate::cli::daemon::DaemonArgs),
     /// Print the version and where hyp keeps its state
     Version,
 }

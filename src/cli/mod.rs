@@ -14,6 +14,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 pub mod args;
 pub mod config;
+pub mod daemon;
 pub mod output;
 mod status;
 mod version;
@@ -154,6 +155,7 @@ fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
         Command::Status(args) => status::run(&args),
         Command::Config(args) => config::run(&args),
+        Command::Daemon(args) => daemon::run(args),
         Command::Version => version::run(),
     }
 }

@@ -1,15 +1,30 @@
 //! The daemon process: single instance, boot order, threads, signals,
-//! staged restart and bounded shutdown.
+//! staged restart and bounded shutdown (`run`), and how other commands find
+//! and reach a running daemon (this file): by the lock, never by the pid
+//! file alone.
+
+use std::time::{Duration, Instant};
 
 use crate::paths::Paths;
 
+pub mod lock;
+pub mod logs;
 pub mod messages;
+pub mod pid_file;
+pub mod run;
+pub mod service;
+pub mod signals;
+pub mod status_file;
+pub mod watchdog;
 
 /// The pid of the daemon holding the single-instance lock, if one runs.
-// FIXME(daemon owner): interim body.
+/// `None` also when the lock is held but the pid file is missing or
+/// malformed (a daemon in its first microseconds, or a damaged file).
 pub fn running_pid(paths: &Paths) -> Option<u32> {
-    let _ = paths;
-    None
+    if !lock::is_held(paths) {
+        return None;
+    }
+    pid_file::read(paths).pid()
 }
 
 /// How a command that changed config reached the daemon.
@@ -24,8 +39,81 @@ pub enum Reached {
 }
 
 /// SIGHUP a running daemon, else restart an installed unit, else nothing.
-// FIXME(daemon owner): interim body.
+/// The unit is restarted only when it serves this `HYP_HOME`.
 pub fn reach_running_daemon(paths: &Paths) -> Reached {
-    let _ = paths;
+    if let Some(pid) = running_pid(paths)
+        && send_signal(pid, libc::SIGHUP)
+    {
+        return Reached::Signalled { pid };
+    }
+    if service::serves(paths) && service::systemctl(&["restart", service::UNIT_NAME]).is_ok() {
+        return Reached::ServiceRestarted;
+    }
     Reached::NotRunning
+}
+
+/// What `stop_running_daemon` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Nobody holds the lock.
+    NotRunning,
+    /// SIGTERM was sent and the lock was released in time.
+    Stopped { pid: u32 },
+    /// SIGTERM was sent but the lock was still held at the deadline.
+    TimedOut { pid: u32 },
+    /// The lock is held but the pid file does not say by whom.
+    PidUnknown { detail: String },
+}
+
+/// SIGTERM the lock holder named by the pid file and wait, up to `timeout`,
+/// for it to release the lock. Signals nobody unless the lock is held.
+pub fn stop_running_daemon(paths: &Paths, timeout: Duration) -> StopOutcome {
+    if !lock::is_held(paths) {
+        return StopOutcome::NotRunning;
+    }
+    let pid = match pid_file::read(paths) {
+        pid_file::PidFileRead::Ok(pid_file) => pid_file.pid,
+        pid_file::PidFileRead::Missing => {
+            return StopOutcome::PidUnknown {
+                detail: format!("{} is missing", paths.pid_file().display()),
+            };
+        }
+        pid_file::PidFileRead::Malformed { detail } => return StopOutcome::PidUnknown { detail },
+    };
+    send_signal(pid, libc::SIGTERM);
+    if wait_for_release(paths, timeout) {
+        StopOutcome::Stopped { pid }
+    } else {
+        StopOutcome::TimedOut { pid }
+    }
+}
+
+/// Poll the lock until it is free or `timeout` passes. This runs in a CLI
+/// process waiting on another process, which offers nothing to block on.
+fn wait_for_release(paths: &Paths, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if !lock::is_held(paths) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// `kill(pid, signal)`; false when the process is gone or not ours.
+fn send_signal(pid: u32, signal: libc::c_int) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with a positive pid signals that one process only.
+    unsafe { libc::kill(pid, signal) == 0 }
 }
