@@ -4,6 +4,6 @@
 
 mod cli;
 mod config;
-mod status;
 mod daemon;
+mod status;
 mod support;
