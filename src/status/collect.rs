@@ -220,7 +220,7 @@ fn daemon_summary(
         (Some(raw), false) if raw == "stopped" => (raw.clone(), None),
         (Some(raw), false) => ("dead".to_string(), Some(raw.clone())),
     };
-    let installed = unit_installed();
+    let installed = crate::daemon::service::is_installed() && crate::daemon::service::serves(paths);
     let error = (!errors.is_empty()).then(|| errors.join("; "));
     if let Some(error) = &error {
         diagnostics.push(Diagnostic::warning(
@@ -417,9 +417,4 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
 fn client_actions(paths: &Paths, effective: &EffectiveConfig) -> Option<Vec<Value>> {
     let _ = (paths, effective);
     None
-}
-
-// FIXME(integrator): ask the daemon's service module once merged.
-fn unit_installed() -> bool {
-    false
 }
