@@ -375,12 +375,14 @@ fn boot_evaluation_matrix() {
 fn boot_recovers_a_wedged_bad_active_config() {
     let wedge = |paths: &Paths| {
         apply(paths, "rev-1", now());
-        let mut wedged = ApplyState::default();
-        wedged.bad_etag = Some(BadEtag {
-            etag: "rev-1".into(),
-            reason: "probation_expired".into(),
-            recorded_at: iso_ms(now()),
-        });
+        let wedged = ApplyState {
+            bad_etag: Some(BadEtag {
+                etag: "rev-1".into(),
+                reason: "probation_expired".into(),
+                recorded_at: iso_ms(now()),
+            }),
+            ..ApplyState::default()
+        };
         write_state(paths, &wedged).unwrap();
     };
     let fx = fixture();
