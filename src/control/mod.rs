@@ -2,6 +2,8 @@
 //! central protocol, the A/B-slot apply engine with probation, and the poll
 //! thread that drives them.
 
+pub mod client;
 pub mod engine;
+pub mod identity;
 pub mod poll;
 pub mod sink;
