@@ -21,4 +21,6 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and where hyp keeps its state
     Version,
+    Join(crate::cli::join::JoinArgs),
+    Leave(crate::cli::join::LeaveArgs),
 }

@@ -21,6 +21,9 @@ use ureq::http::{HeaderMap, Response};
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// The deadline of one request, unscaled.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// The shortest deadline a time scale can shrink it to: below this a busy
+/// loopback test machine would see spurious timeouts.
+pub const MIN_REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A fresh credential from bootstrap or refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,5 +5,6 @@
 pub mod client;
 pub mod engine;
 pub mod identity;
+pub mod membership;
 pub mod poll;
 pub mod sink;

@@ -24,7 +24,9 @@ use crossbeam_channel::{Receiver, Sender, after, never, select_biased};
 use jiff::Timestamp;
 use serde_json::json;
 
-use crate::control::client::{CentralClient, ConfigResponse, REQUEST_DEADLINE};
+use crate::control::client::{
+    CentralClient, ConfigResponse, MIN_REQUEST_DEADLINE, REQUEST_DEADLINE,
+};
 use crate::control::engine::{self, ApplyEngine, RollbackOutcome, StageOutcome};
 use crate::control::identity::{self, Identity};
 use crate::control::sink::{self, CentralSink, SinkError};
@@ -96,6 +98,11 @@ pub struct Session {
     identity: Option<Identity>,
 }
 
+/// 30 s per request, scaled, but never under [`MIN_REQUEST_DEADLINE`].
+pub fn request_deadline(time_scale: TimeScale) -> Duration {
+    time_scale.scale(REQUEST_DEADLINE).max(MIN_REQUEST_DEADLINE)
+}
+
 /// The result of one exchange, after at most one refresh and retry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Exchange {
@@ -113,7 +120,7 @@ impl Session {
         Session {
             paths: paths.clone(),
             sink: sink.clone(),
-            client: CentralClient::new(&sink.url, time_scale.scale(REQUEST_DEADLINE)),
+            client: CentralClient::new(&sink.url, request_deadline(time_scale)),
             identity: None,
         }
     }

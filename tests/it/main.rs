@@ -3,4 +3,7 @@
 //! environment. One crate, one harness; a module per capability.
 
 mod cli;
+mod control;
+mod fake_central;
+mod join;
 mod support;
