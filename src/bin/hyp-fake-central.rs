@@ -257,9 +257,10 @@ fn main() -> ExitCode {
         eprintln!("hyp-fake-central: cannot write {}: {err}", path.display());
         return ExitCode::from(1);
     }
+    // Handlers first: a SIGTERM sent right after the line is read must be caught.
+    install_exit_handlers(args.exit_on_stdin_eof);
     println!("listening on {url}");
     let _ = io::stdout().flush();
-    install_exit_handlers(args.exit_on_stdin_eof);
     let server = Arc::new(Server {
         state: Mutex::new(State {
             revision: None,

@@ -18,7 +18,7 @@
 
 use std::io;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, after, never, select_biased};
 use jiff::Timestamp;
@@ -418,6 +418,8 @@ struct PollActor {
     engine: ApplyEngine,
     poller: Option<Poller>,
     phase: Phase,
+    /// When an early watchdog order is checked again.
+    watchdog_recheck: Option<Instant>,
 }
 
 impl PollActor {
@@ -443,6 +445,7 @@ impl PollActor {
             engine,
             poller,
             phase,
+            watchdog_recheck: None,
         }
     }
 
@@ -458,6 +461,10 @@ impl PollActor {
                 (None, Some(at)) => after(at.saturating_duration_since(Instant::now())),
                 _ => never(),
             };
+            let recheck = match self.watchdog_recheck {
+                Some(at) => after(at.saturating_duration_since(Instant::now())),
+                None => never(),
+            };
             let exchange_done = in_flight.clone().unwrap_or_else(never);
             select_biased! {
                 recv(inbox) -> order => match order {
@@ -468,6 +475,7 @@ impl PollActor {
                     }
                     Err(_) => return,
                 },
+                recv(recheck) -> _ => self.on_watchdog(),
                 recv(exchange_done) -> result => {
                     in_flight = None;
                     let delay = self.on_exchange(result.ok());
@@ -550,7 +558,22 @@ impl PollActor {
         report.next_delay
     }
 
+    /// The watchdog fired. Roll back only a probation whose deadline has
+    /// passed: an order that raced a confirm (or a chained apply's fresh
+    /// probation) must not roll back the new config. A probation not yet
+    /// due is re-checked by the thread itself at its deadline, so an early
+    /// order is never lost.
     fn on_watchdog(&mut self) {
+        self.watchdog_recheck = None;
+        let Some(probation) = engine::active_probation(&self.context.paths) else {
+            return;
+        };
+        if let Ok(remaining) = probation.deadline.duration_since(SystemTime::now())
+            && !remaining.is_zero()
+        {
+            self.watchdog_recheck = Instant::now().checked_add(remaining);
+            return;
+        }
         match self.engine.expire_probation() {
             Some(RollbackOutcome::RolledBack { .. }) => {
                 event_log::info(

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, unbounded};
 use hyp::control::client::{CentralClient, ConfigResponse};
@@ -549,9 +549,13 @@ fn the_watchdog_rolls_back_to_the_seed_and_says_so() {
     let host = Host::new(FAST);
     under_probation(&server, &host);
     server.fail(json!({"kind": "status", "status": 500, "count": 1000}));
+    let deadline = engine::active_probation(&host.paths).unwrap().deadline;
     let (handle, passes, events) = host.spawn();
     wait_until(Duration::from_secs(20), "a failing poll", || {
         server.count("/v1/config") >= 2
+    });
+    wait_until(Duration::from_secs(20), "the probation deadline", || {
+        SystemTime::now() >= deadline
     });
     handle.watchdog_expired();
     assert_eq!(
@@ -567,6 +571,36 @@ fn the_watchdog_rolls_back_to_the_seed_and_says_so() {
     let state = engine::read_state(&host.paths);
     assert_eq!(state.bad_etag.unwrap().reason, "probation_expired");
     assert_eq!(state.last_rollback.unwrap().etag, "rev-1");
+}
+
+#[test]
+fn an_early_watchdog_order_waits_for_the_deadline() {
+    let server = FakeCentral::start();
+    // 120 s probation / 20 = 6 s: long enough to act before it.
+    let host = Host::new(20.0);
+    under_probation(&server, &host);
+    server.silence(true);
+    let (handle, _passes, events) = host.spawn();
+    handle.watchdog_expired();
+    let deadline = engine::active_probation(&host.paths).unwrap().deadline;
+    assert!(
+        SystemTime::now() < deadline,
+        "the order came before the deadline"
+    );
+    assert!(
+        engine::active_probation(&host.paths).is_some(),
+        "not rolled back early"
+    );
+    // The thread re-checks at the deadline by itself.
+    assert_eq!(
+        next_event(&events),
+        PollEvent::RolledBack {
+            reason: "probation_expired".into()
+        }
+    );
+    assert!(SystemTime::now() >= deadline);
+    server.silence(false);
+    handle.stop(Duration::from_millis(100));
 }
 
 #[test]
