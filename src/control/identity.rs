@@ -10,6 +10,8 @@
 //! without a token is refused instead of sending the old JWT elsewhere.
 
 use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -257,7 +259,10 @@ fn persist(paths: &Paths, identity: &Identity) -> Result<(), IdentityError> {
     let write = |err: &dyn fmt::Display| IdentityError::Write {
         message: err.to_string(),
     };
-    statefile::create_private_dir(&paths.identity_dir()).map_err(|err| write(&err))?;
+    let dir = paths.identity_dir();
+    statefile::create_private_dir(&dir).map_err(|err| write(&err))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(statefile::DIR_MODE))
+        .map_err(|err| write(&err))?;
     statefile::write(&paths.identity(), identity).map_err(|err| write(&err))?;
     statefile::make_private(&paths.identity()).map_err(|err| write(&err))
 }

@@ -57,7 +57,8 @@ enum Order {
     Stop { grace: Duration },
 }
 
-/// The running poll thread; dropping it without `stop` detaches it.
+/// The running poll thread. Dropping it without `stop` closes the inbox, so
+/// the thread ends at its next wake-up without being joined.
 pub struct PollHandle {
     orders: Sender<Order>,
     thread: JoinHandle<()>,
@@ -426,7 +427,14 @@ impl PollActor {
     fn new(context: PollContext) -> PollActor {
         let engine = ApplyEngine::new(context.paths.clone(), context.time_scale);
         let poller = match Poller::new(&context.paths, context.time_scale) {
-            Ok(poller) => Some(poller),
+            Ok(poller) => {
+                event_log::info(
+                    "central.poll_started",
+                    json!({"component": "central", "central_url": poller.sink().url,
+                        "poll_interval_seconds": poller.sink().poll_interval.as_secs()}),
+                );
+                Some(poller)
+            }
             Err(err) => {
                 event_log::error(
                     "central.sink_invalid",
