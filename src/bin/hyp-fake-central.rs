@@ -20,6 +20,17 @@
 //! The first stdout line is `listening on http://127.0.0.1:PORT`. SIGTERM and
 //! SIGINT exit 0; so does `POST /_admin/shutdown`.
 //!
+//! From a shell (smoke flows, `make demo`):
+//!
+//! ```text
+//! hyp-fake-central --url-file "$T/url" >"$T/fake.log" 2>&1 & fake=$!
+//! until [ -s "$T/url" ]; do sleep 0.05; done; url=$(cat "$T/url")
+//! curl -fsS -X POST "$url/_admin/config" \
+//!      -d "{\"etag\":\"rev-1\",\"document\":{\"version\":2, ...}}"
+//! curl -fsS "$url/_admin/requests"
+//! kill "$fake"; wait "$fake"    # exits 0
+//! ```
+//!
 //! # Protocol
 //!
 //! - `POST /v1/identity/bootstrap {"bootstrap_token": T}`: 200
@@ -252,7 +263,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &args.url_file
-        && let Err(err) = std::fs::write(path, &url)
+        && let Err(err) = write_url_file(path, &url)
     {
         eprintln!("hyp-fake-central: cannot write {}: {err}", path.display());
         return ExitCode::from(1);
@@ -284,6 +295,14 @@ fn main() -> ExitCode {
             .spawn(move || serve_connection(&server, stream));
     }
     ExitCode::SUCCESS
+}
+
+/// Write then rename, so a script polling for the file never reads half a URL.
+fn write_url_file(path: &std::path::Path, url: &str) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    std::fs::write(&temp, url)?;
+    std::fs::rename(&temp, path)
 }
 
 fn install_exit_handlers(exit_on_stdin_eof: bool) {
