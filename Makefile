@@ -34,7 +34,7 @@ ifeq ($(HAVE_MUSL),yes)
 	@f=target/$(MUSL_TARGET)/release/hyp; ls -l $$f | awk '{printf "static binary: %s (%.1f MiB)\n", $$9, $$5/1048576}'; file $$f 2>/dev/null || true
 else
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bin hyp --target $(HOST_TARGET)
-	@f=target/$(HOST_TARGET)/release/hyp; ls -l $$f | awk '{printf "static binary: %s (%.1f MiB)\n", $$9, $$5/1048576}'; (ldd $$f 2>&1 | grep -q 'not a dynamic' && echo "linkage: static") || ldd $$f
+	@f=target/$(HOST_TARGET)/release/hyp; ls -l $$f | awk '{printf "static binary: %s (%.1f MiB)\n", $$9, $$5/1048576}'; (ldd $$f 2>&1 | grep -Eq 'not a dynamic|statically linked' && echo "linkage: static") || { ldd $$f; exit 1; }
 endif
 
 lint:

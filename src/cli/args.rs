@@ -19,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check, show and locate the configuration layers
+    Config(crate::cli::config::ConfigArgs),
     /// Print the version and where hyp keeps its state
     Version,
     Join(crate::cli::join::JoinArgs),

@@ -13,6 +13,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
 pub mod args;
+pub mod config;
 pub mod join;
 pub mod output;
 mod version;
@@ -151,6 +152,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
+        Command::Config(args) => config::run(&args),
         Command::Version => version::run(),
         Command::Join(args) => join::run_join(&args),
         Command::Leave(args) => join::run_leave(&args),

@@ -90,4 +90,38 @@ mod tests {
         assert_eq!(days(json!(1.5)), None);
         assert_eq!(days(json!("30")), None);
     }
+
+    #[test]
+    fn a_block_that_is_not_an_object_reads_as_absent() {
+        for block in [json!(null), json!([]), json!(false), json!(5)] {
+            let policy = read(json!({"backfill": block}));
+            assert_eq!(policy, BackfillPolicy::default());
+            assert!(policy.runs_on_join());
+        }
+        assert_eq!(
+            BackfillPolicy::read(&json!("not an object")),
+            BackfillPolicy::default()
+        );
+    }
+
+    #[test]
+    fn both_fields_are_read_independently() {
+        let policy = read(json!({"backfill": {"on_join": false, "window_days": 14, "extra": 1}}));
+        assert_eq!(
+            policy,
+            BackfillPolicy {
+                on_join: Some(false),
+                window_days: Some(14)
+            }
+        );
+        assert!(!policy.runs_on_join());
+        let policy = read(json!({"backfill": {"window_days": 2.5}, "attach": {"on_join": false}}));
+        assert_eq!(policy.window_days, None);
+        assert!(policy.runs_on_join());
+        assert_eq!(
+            read(json!({"backfill": {"window_days": 1e300}})).window_days,
+            None,
+            "beyond u64 does not count"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! environment. One crate, one harness; a module per capability.
 
 mod cli;
+mod config;
 mod control;
 mod fake_central;
 mod join;

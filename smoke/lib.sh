@@ -1,0 +1,92 @@
+# Shared helpers for the smoke flows. Source it; it sets `set -euo pipefail`.
+#
+# Each flow gets a private temporary root with its own HOME and HYP_HOME, the
+# release binaries, and a trap that stops everything it started. Waiting is
+# always on a condition with a deadline, never a bare sleep.
+
+set -euo pipefail
+
+SMOKE_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HYP_BIN=${HYP_BIN:-$SMOKE_TOP/target/release/hyp}
+FAKE_CENTRAL_BIN=${FAKE_CENTRAL_BIN:-$SMOKE_TOP/target/release/hyp-fake-central}
+GEN_CORPUS=${GEN_CORPUS:-$SMOKE_TOP/../shared/bench/gen_corpus.py}
+
+SMOKE_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/hyp-smoke.XXXXXX")
+export HOME=$SMOKE_ROOT/home
+export HYP_HOME=$HOME/.hyp
+export HYP_NO_GIT=1
+export NO_COLOR=1
+unset HYP_CONFIG CLAUDE_CONFIG_DIR CODEX_HOME
+mkdir -p "$HOME"
+
+SMOKE_PIDS=()
+
+smoke_cleanup() {
+  local pid
+  for pid in "${SMOKE_PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${SMOKE_PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait_gone "$pid" 20 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ "${SMOKE_KEEP:-}" = 1 ]; then
+    echo "smoke: kept $SMOKE_ROOT" >&2
+  else
+    rm -rf "$SMOKE_ROOT"
+  fi
+}
+trap smoke_cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  if [ -f "$HYP_HOME/hypaware/logs/daemon.log" ]; then
+    echo "--- last daemon log lines" >&2
+    tail -n 30 "$HYP_HOME/hypaware/logs/daemon.log" >&2 || true
+  fi
+  exit 1
+}
+
+hyp() { "$HYP_BIN" "$@"; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: run COMMAND until it succeeds.
+wait_for() {
+  local seconds=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      fail "timed out after ${seconds}s waiting for: $what"
+    fi
+    sleep 0.05
+  done
+}
+
+# wait_gone PID SECONDS: wait until PID no longer exists.
+wait_gone() {
+  local pid=$1 seconds=$2
+  local deadline=$((SECONDS + seconds))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 0.05
+  done
+}
+
+# make_history PRESET: generate a Claude + Codex history under $SMOKE_ROOT/corpus
+# and point CLAUDE_CONFIG_DIR and CODEX_HOME at it.
+make_history() {
+  python3 "$GEN_CORPUS" --preset "${1:-small}" --out "$SMOKE_ROOT/corpus" >/dev/null
+  mkdir -p "$HOME/.claude" "$HOME/.codex"
+  ln -s "$SMOKE_ROOT/corpus/claude/projects" "$HOME/.claude/projects"
+  ln -s "$SMOKE_ROOT/corpus/codex/sessions" "$HOME/.codex/sessions"
+}
+
+# expected_rows PROVIDER: the manifest's expected row count.
+expected_rows() {
+  python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["providers"][sys.argv[2]]["expected_rows"])' \
+    "$SMOKE_ROOT/corpus/manifest.json" "$1"
+}
+
+# json_get FILE_OR_- EXPR: evaluate a Python expression over the JSON document `d`.
+json_get() {
+  python3 -c 'import json,sys; d=json.load(sys.stdin if sys.argv[1]=="-" else open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"
+}
