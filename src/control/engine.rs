@@ -162,14 +162,12 @@ pub fn running_etag(paths: &Paths) -> Option<String> {
     (!etag.is_empty()).then(|| etag.to_string())
 }
 
-/// The central layer's raw document: the active slot when the pointer
-/// resolves (a broken slot counts as absent), else the seed, else `None`.
+/// The central layer's document, resolved and shape-checked exactly as boot
+/// and status resolve it: the active slot when the pointer resolves, else
+/// the seed; a layer that fails to load counts as absent.
 pub fn central_layer_document(paths: &Paths) -> Option<Value> {
-    let path = match config::read_active_pointer(paths) {
-        Some(slot) => paths.slot(slot),
-        None => paths.seed(),
-    };
-    statefile::read_value(&path).ok()
+    let (_, path) = config::layers::central_layer_path(paths)?;
+    config::layers::load_layer_file(&path).ok()
 }
 
 // ---------------------------------------------------------------------------

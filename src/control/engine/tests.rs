@@ -460,3 +460,23 @@ fn reset_removes_the_applied_layer_but_not_the_seed() {
     assert!(paths.seed().exists());
     assert!(!reset_to_seed(paths).unwrap().had_active_slot);
 }
+
+#[test]
+fn a_section_error_of_an_introduced_plugin_is_a_validation_failure() {
+    let fx = fixture();
+    let paths = &fx.paths;
+    write_seed(paths);
+    let mut served = doc(Some(5));
+    served["plugins"] = json!([
+        {"name": "@hypaware/central"},
+        {"name": "@hypaware/claude", "config": {"backfill": {"on_join": "false"}}}
+    ]);
+    let outcome = engine(paths).stage_at(&served, "rev-bad", now());
+    assert!(
+        matches!(outcome, StageOutcome::Failed(StageError::ConfigInvalid { ref message }) if message.contains("config_section_invalid")),
+        "{outcome:?}"
+    );
+    assert_eq!(state(paths).bad_etag.unwrap().reason, "validation_failed");
+    assert!(paths.seed().exists(), "still in seed mode");
+    assert!(config::read_active_pointer(paths).is_none());
+}
