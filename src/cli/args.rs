@@ -27,4 +27,6 @@ pub enum Command {
     Daemon(crate::cli::daemon::DaemonArgs),
     /// Print the version and where hyp keeps its state
     Version,
+    Join(crate::cli::join::JoinArgs),
+    Leave(crate::cli::join::LeaveArgs),
 }

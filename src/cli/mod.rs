@@ -15,6 +15,7 @@ use clap::{CommandFactory, FromArgMatches};
 pub mod args;
 pub mod config;
 pub mod daemon;
+pub mod join;
 pub mod output;
 mod status;
 mod version;
@@ -157,6 +158,8 @@ fn run(cli: Cli) -> Result<Code, CliError> {
         Command::Config(args) => config::run(&args),
         Command::Daemon(args) => daemon::run(args),
         Command::Version => version::run(),
+        Command::Join(args) => join::run_join(&args),
+        Command::Leave(args) => join::run_leave(&args),
     }
 }
 

@@ -6,4 +6,7 @@ mod cli;
 mod config;
 mod daemon;
 mod status;
+mod control;
+mod fake_central;
+mod join;
 mod support;

@@ -1,0 +1,767 @@
+//! `hyp-fake-central`: a scriptable stand-in for the HypAware central server,
+//! for the integration tests, the smoke flows and `make demo`. It speaks the
+//! real protocol on 127.0.0.1 only (std::net, one thread per connection,
+//! `Connection: close` on every answer) and records every request.
+//!
+//! # Running
+//!
+//! ```text
+//! hyp-fake-central [--port N] [--url-file F] [--token T]... [--exit-on-stdin-eof]
+//! ```
+//!
+//! - `--port N`: port on 127.0.0.1 (default 0 = an ephemeral port).
+//! - `--url-file F`: also write the base URL (`http://127.0.0.1:PORT`, no
+//!   newline) to F once listening.
+//! - `--token T`: a bootstrap token the server accepts (repeatable; default
+//!   `test-token`).
+//! - `--exit-on-stdin-eof`: exit 0 when stdin reaches EOF (for a parent that
+//!   wants the server to die with it; off by default so `</dev/null` works).
+//!
+//! The first stdout line is `listening on http://127.0.0.1:PORT`. SIGTERM and
+//! SIGINT exit 0; so does `POST /_admin/shutdown`.
+//!
+//! From a shell (smoke flows, `make demo`):
+//!
+//! ```text
+//! hyp-fake-central --url-file "$T/url" >"$T/fake.log" 2>&1 & fake=$!
+//! until [ -s "$T/url" ]; do sleep 0.05; done; url=$(cat "$T/url")
+//! curl -fsS -X POST "$url/_admin/config" \
+//!      -d "{\"etag\":\"rev-1\",\"document\":{\"version\":2, ...}}"
+//! curl -fsS "$url/_admin/requests"
+//! kill "$fake"; wait "$fake"    # exits 0
+//! ```
+//!
+//! # Protocol
+//!
+//! - `POST /v1/identity/bootstrap {"bootstrap_token": T}`: 200
+//!   `{"jwt", "expires_at"}` for a known token (JWT = `<{"alg":"none"}>.<{"sub":"gw-1",...}>.sig`,
+//!   expiring in 30 days unless set), else 401 `{"error":"invalid_bootstrap_token"}`.
+//! - `POST /v1/identity/refresh` with `Authorization: Bearer <jwt>` of any
+//!   JWT it issued (even an expired one): a new JWT; else 401.
+//! - `GET /v1/config`: the next scripted failure if one is queued; else 401
+//!   without a live JWT; else 404 `{"error":"config_not_registered"}` when no
+//!   revision is served; else 304 (with `ETag`) when `If-None-Match` equals
+//!   the served etag; else 200 with `ETag` and the document.
+//! - `POST /v1/ingest/*`: 202.
+//!
+//! # Admin API (JSON bodies; every answer is JSON)
+//!
+//! - `GET /_admin/health` -> `{"ok": true}`.
+//! - `POST /_admin/config {"etag": "rev-1", "document": {...}}`: serve this
+//!   revision (switching is another POST). `"body": "<raw text>"` instead of
+//!   `document` serves raw bytes. `DELETE /_admin/config`: serve nothing (404).
+//! - `POST /_admin/fail {"kind": K, "count": N, ...}`: answer the next N
+//!   (default 1) config requests with a failure. Kinds:
+//!   - `status`: `"status": 500|404|429|503|401|...`, optional
+//!     `"retry_after": "7"` (sent verbatim as `Retry-After`);
+//!   - `garbage`: 200 with an ETag and a body that is not JSON;
+//!   - `oversized`: 200 with an ETag and `"bytes"` (default 1 MiB + 1) of
+//!     JSON-ish body; `"chunked": true` sends it chunked (no Content-Length);
+//!   - `no_etag`: 200 with the served document but no ETag;
+//!   - `stall`: hold the connection `"ms"` milliseconds without answering,
+//!     then close it.
+//! - `DELETE /_admin/fail` clears the failure queue.
+//! - `POST /_admin/silence {"on": true|false}`: while on, every protocol
+//!   request is held unanswered until silence ends, then closed.
+//! - `POST /_admin/identity {"reject_bootstrap": 403|null, "reject_refresh":
+//!   401|null, "tokens": [...], "expires_in": secs}`: script the identity
+//!   endpoints (only the keys given change).
+//! - `POST /_admin/expire-tokens`: every JWT issued so far is refused by
+//!   `GET /v1/config` (401) but can still be refreshed.
+//! - `GET /_admin/requests`: every protocol request so far, in order:
+//!   `[{"method", "path", "headers": {lowercase name: value}, "status", "body"}]`
+//!   (`status` 0 = held without an answer). `DELETE /_admin/requests` clears.
+//! - `POST /_admin/shutdown`: answer, then exit 0.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+const DEFAULT_TOKEN: &str = "test-token";
+const DEFAULT_EXPIRES_IN: i64 = 30 * 24 * 60 * 60;
+const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+
+struct Args {
+    port: u16,
+    url_file: Option<PathBuf>,
+    tokens: Vec<String>,
+    exit_on_stdin_eof: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        port: 0,
+        url_file: None,
+        tokens: Vec::new(),
+        exit_on_stdin_eof: false,
+    };
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        let mut value = |name: &str| argv.next().ok_or(format!("{name} expects a value"));
+        match arg.as_str() {
+            "--port" => {
+                args.port = value("--port")?
+                    .parse()
+                    .map_err(|_| "--port expects a number from 0 to 65535".to_string())?
+            }
+            "--url-file" => args.url_file = Some(PathBuf::from(value("--url-file")?)),
+            "--token" => args.tokens.push(value("--token")?),
+            "--exit-on-stdin-eof" => args.exit_on_stdin_eof = true,
+            "-h" | "--help" => {
+                return Err("usage: hyp-fake-central [--port N] [--url-file F] [--token T]... [--exit-on-stdin-eof]".into());
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.tokens.is_empty() {
+        args.tokens.push(DEFAULT_TOKEN.to_string());
+    }
+    Ok(args)
+}
+
+/// One scripted failure for `GET /v1/config`.
+#[derive(Debug, Clone)]
+enum Scripted {
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+    },
+    Garbage,
+    Oversized {
+        bytes: usize,
+        chunked: bool,
+    },
+    NoEtag,
+    Stall {
+        ms: u64,
+    },
+}
+
+struct Revision {
+    etag: String,
+    body: String,
+}
+
+struct State {
+    revision: Option<Revision>,
+    script: VecDeque<Scripted>,
+    silent: bool,
+    reject_bootstrap: Option<u16>,
+    reject_refresh: Option<u16>,
+    tokens: Vec<String>,
+    expires_in: i64,
+    /// Issued JWTs and whether they were expired by the admin.
+    issued: HashMap<String, bool>,
+    counter: u64,
+    requests: Vec<Value>,
+}
+
+struct Server {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Server {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        self.header("authorization")?.strip_prefix("Bearer ")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What to send back.
+enum Answer {
+    Json {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Value,
+    },
+    Raw {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    Chunked {
+        headers: Vec<(String, String)>,
+        bytes: usize,
+    },
+    /// Hold the connection this long, then close it without answering.
+    Hold(Duration),
+    /// Hold until silence ends, then close.
+    HoldWhileSilent,
+}
+
+impl Answer {
+    fn json(status: u16, body: Value) -> Answer {
+        Answer::Json {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Json { status, .. } | Answer::Raw { status, .. } => *status,
+            Answer::Chunked { .. } => 200,
+            Answer::Hold(_) | Answer::HoldWhileSilent => 0,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("hyp-fake-central: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(("127.0.0.1", args.port)) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "hyp-fake-central: cannot listen on 127.0.0.1:{}: {err}",
+                args.port
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://127.0.0.1:{}", addr.port()),
+        Err(err) => {
+            eprintln!("hyp-fake-central: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(path) = &args.url_file
+        && let Err(err) = write_url_file(path, &url)
+    {
+        eprintln!("hyp-fake-central: cannot write {}: {err}", path.display());
+        return ExitCode::from(1);
+    }
+    // Handlers first: a SIGTERM sent right after the line is read must be caught.
+    install_exit_handlers(args.exit_on_stdin_eof);
+    println!("listening on {url}");
+    let _ = io::stdout().flush();
+    let server = Arc::new(Server {
+        state: Mutex::new(State {
+            revision: None,
+            script: VecDeque::new(),
+            silent: false,
+            reject_bootstrap: None,
+            reject_refresh: None,
+            tokens: args.tokens,
+            expires_in: DEFAULT_EXPIRES_IN,
+            issued: HashMap::new(),
+            counter: 0,
+            requests: Vec::new(),
+        }),
+        changed: Condvar::new(),
+    });
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let server = Arc::clone(&server);
+        let _ = std::thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || serve_connection(&server, stream));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Write then rename, so a script polling for the file never reads half a URL.
+fn write_url_file(path: &std::path::Path, url: &str) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    std::fs::write(&temp, url)?;
+    std::fs::rename(&temp, path)
+}
+
+fn install_exit_handlers(exit_on_stdin_eof: bool) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        let _ = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if signals.forever().next().is_some() {
+                    std::process::exit(0);
+                }
+            });
+    }
+    if exit_on_stdin_eof {
+        let _ = std::thread::Builder::new().name("stdin".into()).spawn(|| {
+            let _ = io::copy(&mut io::stdin(), &mut io::sink());
+            std::process::exit(0);
+        });
+    }
+}
+
+fn serve_connection(server: &Server, stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(reader_stream) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader_stream);
+    let Ok(Some(request)) = read_request(&mut reader) else {
+        return;
+    };
+    let admin = request.path.starts_with("/_admin/");
+    let answer = if admin {
+        admin_route(server, &request)
+    } else {
+        let answer = protocol_route(server, &request);
+        record(server, &request, answer.status());
+        answer
+    };
+    let shutdown = admin && request.path == "/_admin/shutdown";
+    write_answer(server, stream, answer);
+    if shutdown {
+        std::process::exit(0);
+    }
+}
+
+fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    let path = target.split('?').next().unwrap_or(target).to_string();
+    let method = method.to_string();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 {
+            break;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length.min(MAX_REQUEST_BODY)];
+    reader.read_exact(&mut body)?;
+    Ok(Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+fn record(server: &Server, request: &Request, status: u16) {
+    let body = String::from_utf8_lossy(&request.body).into_owned();
+    let entry = json!({
+        "method": request.method,
+        "path": request.path,
+        "headers": request.headers,
+        "status": status,
+        "body": body,
+    });
+    server.lock().requests.push(entry);
+    server.changed.notify_all();
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn protocol_route(server: &Server, request: &Request) -> Answer {
+    let mut state = server.lock();
+    if state.silent {
+        return Answer::HoldWhileSilent;
+    }
+    match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/v1/identity/bootstrap") => {
+            if let Some(status) = state.reject_bootstrap {
+                return Answer::json(status, json!({"error": "bootstrap_rejected"}));
+            }
+            let token = request.json()["bootstrap_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if !state.tokens.contains(&token) {
+                return Answer::json(401, json!({"error": "invalid_bootstrap_token"}));
+            }
+            Answer::json(200, issue_jwt(&mut state))
+        }
+        ("POST", "/v1/identity/refresh") => {
+            if let Some(status) = state.reject_refresh {
+                return Answer::json(status, json!({"error": "refresh_rejected"}));
+            }
+            let known = request
+                .bearer()
+                .is_some_and(|jwt| state.issued.contains_key(jwt));
+            if !known {
+                return Answer::json(401, json!({"error": "unauthorized"}));
+            }
+            Answer::json(200, issue_jwt(&mut state))
+        }
+        ("GET", "/v1/config") => config_answer(&mut state, request),
+        ("POST", path) if path.starts_with("/v1/ingest/") => {
+            Answer::json(202, json!({"accepted": true}))
+        }
+        _ => Answer::json(404, json!({"error": "not_found"})),
+    }
+}
+
+fn issue_jwt(state: &mut State) -> Value {
+    state.counter += 1;
+    let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let claims = json!({"sub": "gw-1", "n": state.counter}).to_string();
+    let jwt = format!("{header}.{}.sig", b64url(claims.as_bytes()));
+    state.issued.insert(jwt.clone(), false);
+    json!({"jwt": jwt, "expires_at": now_secs() + state.expires_in})
+}
+
+fn config_answer(state: &mut State, request: &Request) -> Answer {
+    let served_etag = state.revision.as_ref().map(|rev| rev.etag.clone());
+    if let Some(scripted) = state.script.pop_front() {
+        return scripted_answer(state, scripted, served_etag);
+    }
+    let live = request
+        .bearer()
+        .is_some_and(|jwt| state.issued.get(jwt) == Some(&false));
+    if !live {
+        return Answer::json(401, json!({"error": "unauthorized"}));
+    }
+    let Some(revision) = &state.revision else {
+        return Answer::json(404, json!({"error": "config_not_registered"}));
+    };
+    let etag_header = vec![("ETag".to_string(), revision.etag.clone())];
+    if request.header("if-none-match") == Some(revision.etag.as_str()) {
+        return Answer::Raw {
+            status: 304,
+            headers: etag_header,
+            body: Vec::new(),
+        };
+    }
+    Answer::Raw {
+        status: 200,
+        headers: etag_header,
+        body: revision.body.clone().into_bytes(),
+    }
+}
+
+fn scripted_answer(state: &State, scripted: Scripted, served_etag: Option<String>) -> Answer {
+    let etag = served_etag.unwrap_or_else(|| "rev-scripted".to_string());
+    let etag_header = vec![("ETag".to_string(), etag)];
+    match scripted {
+        Scripted::Status {
+            status,
+            retry_after,
+        } => Answer::Json {
+            status,
+            headers: retry_after
+                .map(|value| vec![("Retry-After".to_string(), value)])
+                .unwrap_or_default(),
+            body: json!({"error": "scripted_failure"}),
+        },
+        Scripted::Garbage => Answer::Raw {
+            status: 200,
+            headers: etag_header,
+            body: b"<html>this is not json".to_vec(),
+        },
+        Scripted::Oversized { bytes, chunked } if chunked => Answer::Chunked {
+            headers: etag_header,
+            bytes,
+        },
+        Scripted::Oversized { bytes, .. } => Answer::Raw {
+            status: 200,
+            headers: etag_header,
+            body: filler(bytes),
+        },
+        Scripted::NoEtag => Answer::Raw {
+            status: 200,
+            headers: Vec::new(),
+            body: state
+                .revision
+                .as_ref()
+                .map(|rev| rev.body.clone())
+                .unwrap_or_else(|| "{\"version\":2}".to_string())
+                .into_bytes(),
+        },
+        Scripted::Stall { ms } => Answer::Hold(Duration::from_millis(ms)),
+    }
+}
+
+/// `bytes` bytes of a JSON string document (`"xxxx…"`).
+fn filler(bytes: usize) -> Vec<u8> {
+    let mut body = vec![b'x'; bytes.max(2)];
+    body[0] = b'"';
+    let last = body.len() - 1;
+    body[last] = b'"';
+    body
+}
+
+fn admin_route(server: &Server, request: &Request) -> Answer {
+    let body = request.json();
+    let mut state = server.lock();
+    let ok = || Answer::json(200, json!({"ok": true}));
+    let answer = match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/_admin/health") => ok(),
+        ("POST" | "PUT", "/_admin/config") => {
+            let Some(etag) = body["etag"].as_str().filter(|etag| !etag.is_empty()) else {
+                return Answer::json(400, json!({"error": "etag is required"}));
+            };
+            let text = match (&body["body"], &body["document"]) {
+                (Value::String(raw), _) => raw.clone(),
+                (_, Value::Null) => {
+                    return Answer::json(400, json!({"error": "document or body is required"}));
+                }
+                (_, document) => document.to_string(),
+            };
+            state.revision = Some(Revision {
+                etag: etag.to_string(),
+                body: text,
+            });
+            ok()
+        }
+        ("DELETE", "/_admin/config") => {
+            state.revision = None;
+            ok()
+        }
+        ("POST", "/_admin/fail") => match parse_scripted(&body) {
+            Ok(scripted) => {
+                let count = body["count"].as_u64().unwrap_or(1);
+                for _ in 0..count {
+                    state.script.push_back(scripted.clone());
+                }
+                ok()
+            }
+            Err(message) => Answer::json(400, json!({"error": message})),
+        },
+        ("DELETE", "/_admin/fail") => {
+            state.script.clear();
+            ok()
+        }
+        ("POST", "/_admin/silence") => {
+            state.silent = body["on"].as_bool().unwrap_or(true);
+            ok()
+        }
+        ("POST", "/_admin/identity") => {
+            let object = body.as_object().cloned().unwrap_or_default();
+            let status = |value: &Value| value.as_u64().and_then(|s| u16::try_from(s).ok());
+            if let Some(value) = object.get("reject_bootstrap") {
+                state.reject_bootstrap = status(value);
+            }
+            if let Some(value) = object.get("reject_refresh") {
+                state.reject_refresh = status(value);
+            }
+            if let Some(tokens) = object.get("tokens").and_then(Value::as_array) {
+                state.tokens = tokens
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect();
+            }
+            if let Some(expires_in) = object.get("expires_in").and_then(Value::as_i64) {
+                state.expires_in = expires_in;
+            }
+            ok()
+        }
+        ("POST", "/_admin/expire-tokens") => {
+            for expired in state.issued.values_mut() {
+                *expired = true;
+            }
+            ok()
+        }
+        ("GET", "/_admin/requests") => Answer::json(200, Value::Array(state.requests.clone())),
+        ("DELETE", "/_admin/requests") => {
+            state.requests.clear();
+            ok()
+        }
+        ("POST", "/_admin/shutdown") => ok(),
+        _ => Answer::json(404, json!({"error": "unknown admin endpoint"})),
+    };
+    drop(state);
+    server.changed.notify_all();
+    answer
+}
+
+fn parse_scripted(body: &Value) -> Result<Scripted, String> {
+    match body["kind"].as_str().unwrap_or_default() {
+        "status" => {
+            let status = body["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (100..600).contains(s))
+                .ok_or("status expects an HTTP status code")?;
+            let retry_after = match &body["retry_after"] {
+                Value::String(text) => Some(text.clone()),
+                Value::Number(number) => Some(number.to_string()),
+                _ => None,
+            };
+            Ok(Scripted::Status {
+                status,
+                retry_after,
+            })
+        }
+        "garbage" => Ok(Scripted::Garbage),
+        "oversized" => Ok(Scripted::Oversized {
+            bytes: body["bytes"]
+                .as_u64()
+                .map(|b| b as usize)
+                .unwrap_or(1024 * 1024 + 1),
+            chunked: body["chunked"].as_bool().unwrap_or(false),
+        }),
+        "no_etag" => Ok(Scripted::NoEtag),
+        "stall" => Ok(Scripted::Stall {
+            ms: body["ms"].as_u64().unwrap_or(60_000),
+        }),
+        other => Err(format!("unknown failure kind '{other}'")),
+    }
+}
+
+fn write_answer(server: &Server, mut stream: TcpStream, answer: Answer) {
+    let (status, headers, body) = match answer {
+        Answer::Json {
+            status,
+            headers,
+            body,
+        } => (status, headers, body.to_string().into_bytes()),
+        Answer::Raw {
+            status,
+            headers,
+            body,
+        } => (status, headers, body),
+        Answer::Chunked { headers, bytes } => {
+            let _ = write_chunked(&mut stream, &headers, bytes);
+            return;
+        }
+        Answer::Hold(duration) => {
+            hold(server, |_| true, duration);
+            return;
+        }
+        Answer::HoldWhileSilent => {
+            hold(server, |state| state.silent, Duration::from_secs(3600));
+            return;
+        }
+    };
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    for (name, value) in &headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if status != 304 {
+        head.push_str("Content-Type: application/json\r\n");
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(&body))
+        .and_then(|()| stream.flush());
+}
+
+/// Wait (on the state's condvar, not a sleep loop) while `still` holds, at
+/// most `limit`; the connection is then dropped unanswered.
+fn hold(server: &Server, still: impl Fn(&State) -> bool, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let mut state = server.lock();
+    while still(&state) {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        state = match server.changed.wait_timeout(state, deadline - now) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+    }
+}
+
+fn write_chunked(
+    stream: &mut TcpStream,
+    headers: &[(String, String)],
+    bytes: usize,
+) -> io::Result<()> {
+    let mut head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            .to_string();
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    let body = filler(bytes);
+    for chunk in body.chunks(64 * 1024) {
+        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+        stream.write_all(chunk)?;
+        stream.write_all(b"\r\n")?;
+    }
+    stream.write_all(b"0\r\n\r\n")?;
+    stream.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Unpadded base64url.
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, byte)| {
+            acc | (u32::from(*byte) << (16 - 8 * i))
+        });
+        let symbols = chunk.len() + 1;
+        for i in 0..symbols {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}

@@ -1,0 +1,183 @@
+//! Joining and leaving a fleet on disk (reference config.md §4.5, §4.7):
+//! `join` writes the seed and resets the applied layer; `leave` removes the
+//! central layer, the probation state and the identity.
+//!
+//! Neither touches the local layer, the reconciler's markers or the cache,
+//! and neither talks to the server: the daemon does that. Reaching the daemon
+//! is the caller's job (`cli::join`).
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::config;
+use crate::config::catalog::CENTRAL_PLUGIN;
+use crate::control::engine;
+use crate::control::sink;
+use crate::paths::{Paths, Slot};
+use crate::statefile;
+
+/// The seed document `hyp join <url> <token>` writes (reference §1.4).
+pub fn seed_document(url: &str, token: &str) -> Value {
+    json!({
+        "version": 2,
+        "plugins": [{"name": CENTRAL_PLUGIN}],
+        "sinks": {
+            "central": {
+                "plugin": CENTRAL_PLUGIN,
+                "config": {"url": url, "identity": {"bootstrap_token": token}}
+            }
+        }
+    })
+}
+
+/// Why `join` could not write its files.
+#[derive(Debug)]
+pub enum JoinError {
+    /// The seed fails validation (cannot happen for a well-formed URL).
+    InvalidSeed(Vec<config::ConfigError>),
+    WriteSeed(statefile::WriteError),
+    Reset {
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::InvalidSeed(errors) => {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                write!(f, "{}", lines.join("\n"))
+            }
+            JoinError::WriteSeed(err) => write!(f, "{err}"),
+            JoinError::Reset { source } => write!(
+                f,
+                "wrote the seed but cannot remove the old applied config: {source}; remove it with 'hyp leave' and join again"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// What `join` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinReport {
+    pub seed_path: PathBuf,
+    /// An applied slot was active and is now gone (#139).
+    pub superseded_applied_config: bool,
+}
+
+/// Write the seed (0600, atomic) and reset the applied layer to it.
+pub fn join(paths: &Paths, url: &str, token: &str) -> Result<JoinReport, JoinError> {
+    let seed = seed_document(url, token);
+    let errors = config::validate_central_document(&seed);
+    if !errors.is_empty() {
+        return Err(JoinError::InvalidSeed(errors));
+    }
+    statefile::write(&paths.seed(), &seed).map_err(JoinError::WriteSeed)?;
+    let reset = engine::reset_to_seed(paths).map_err(|source| JoinError::Reset { source })?;
+    Ok(JoinReport {
+        seed_path: paths.seed(),
+        superseded_applied_config: reset.had_active_slot,
+    })
+}
+
+/// What `leave` found before it removed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The central sinks' URLs of the central layer (may be empty when only
+    /// residue is left).
+    pub urls: Vec<String>,
+}
+
+/// Whether this machine is connected: a central layer resolves, or central
+/// residue (seed, slots, sidecars, pointer, state, identity) is on disk.
+pub fn connection(paths: &Paths) -> Option<Connection> {
+    let urls = engine::central_layer_document(paths)
+        .and_then(|document| sink::first_central_sink(&document).ok())
+        .map(|sink| vec![sink.url])
+        .unwrap_or_default();
+    let residue = central_files(paths)
+        .iter()
+        .chain([paths.identity()].iter())
+        .any(|path| fs::symlink_metadata(path).is_ok());
+    (residue || !urls.is_empty()).then_some(Connection { urls })
+}
+
+fn central_files(paths: &Paths) -> Vec<PathBuf> {
+    let mut files = vec![paths.seed(), paths.active_pointer(), paths.apply_state()];
+    for slot in [Slot::A, Slot::B] {
+        files.push(paths.slot(slot));
+        files.push(paths.slot_etag(slot));
+    }
+    files
+}
+
+/// Remove the seed, the applied layer and `state.json`.
+pub fn remove_central_layer(paths: &Paths) -> io::Result<()> {
+    remove_if_present(&paths.seed())?;
+    engine::reset_to_seed(paths).map(|_| ())
+}
+
+/// Remove `identity.json`; `Ok(false)` when there was none.
+pub fn remove_identity(paths: &Paths) -> io::Result<bool> {
+    match fs::remove_file(paths.identity()) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether the local layer defines a central sink of its own (leave keeps it).
+pub fn local_layer_has_central_sink(paths: &Paths) -> bool {
+    statefile::read_value(&paths.local_config().path)
+        .ok()
+        .is_some_and(|document| {
+            !matches!(
+                sink::first_central_sink(&document),
+                Err(sink::SinkError::NoCentralSink)
+            )
+        })
+}
+
+fn remove_if_present(path: &std::path::Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_has_the_reference_shape_and_key_order() {
+        let text =
+            serde_json::to_string(&seed_document("https://central.example", "policy-token-1"))
+                .unwrap();
+        assert_eq!(
+            text,
+            r#"{"version":2,"plugins":[{"name":"@hypaware/central"}],"sinks":{"central":{"plugin":"@hypaware/central","config":{"url":"https://central.example","identity":{"bootstrap_token":"policy-token-1"}}}}}"#
+        );
+    }
+
+    #[test]
+    fn join_then_leave_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::with_home(dir.path());
+        assert!(connection(&paths).is_none());
+        let report = join(&paths, "http://127.0.0.1:9", "tok").unwrap();
+        assert!(!report.superseded_applied_config);
+        assert_eq!(
+            connection(&paths).unwrap().urls,
+            vec!["http://127.0.0.1:9".to_string()]
+        );
+        remove_central_layer(&paths).unwrap();
+        assert!(connection(&paths).is_none());
+    }
+}

@@ -1,0 +1,240 @@
+//! A test-side handle on `hyp-fake-central`: spawn it on an ephemeral port,
+//! script it through its admin API, read what it recorded. Killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+pub struct FakeCentral {
+    child: Child,
+    pub url: String,
+    agent: ureq::Agent,
+}
+
+impl FakeCentral {
+    /// Start a server that accepts the bootstrap token `test-token`.
+    pub fn start() -> FakeCentral {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hyp-fake-central");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        FakeCentral {
+            child,
+            url,
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/_admin/{path}", self.url);
+        let body = body.to_string();
+        let response = match method {
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self
+                .agent
+                .post(&url)
+                .content_type("application/json")
+                .send(body.as_bytes()),
+        }
+        .unwrap_or_else(|err| panic!("admin {method} {path}: {err}"));
+        assert_eq!(response.status().as_u16(), 200, "admin {method} {path}");
+        let text = response
+            .into_body()
+            .read_to_string()
+            .expect("admin response body");
+        serde_json::from_str(&text).expect("admin response is JSON")
+    }
+
+    /// Serve `document` as revision `etag` from now on.
+    pub fn serve(&self, etag: &str, document: &Value) {
+        self.admin(
+            "POST",
+            "config",
+            json!({"etag": etag, "document": document}),
+        );
+    }
+
+    /// Serve nothing (404 `config_not_registered`).
+    pub fn unserve(&self) {
+        self.admin("DELETE", "config", Value::Null);
+    }
+
+    /// Queue scripted failures (see the server's `//!` for `spec`).
+    pub fn fail(&self, spec: Value) {
+        self.admin("POST", "fail", spec);
+    }
+
+    pub fn silence(&self, on: bool) {
+        self.admin("POST", "silence", json!({ "on": on }));
+    }
+
+    pub fn identity(&self, spec: Value) {
+        self.admin("POST", "identity", spec);
+    }
+
+    pub fn expire_tokens(&self) {
+        self.admin("POST", "expire-tokens", json!({}));
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        match self.admin("GET", "requests", Value::Null) {
+            Value::Array(requests) => requests,
+            other => panic!("requests is not an array: {other}"),
+        }
+    }
+
+    /// The recorded requests to `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request["path"] == path)
+            .collect()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.requests_to(path).len()
+    }
+
+    pub fn clear_requests(&self) {
+        self.admin("DELETE", "requests", Value::Null);
+    }
+}
+
+impl Drop for FakeCentral {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server's own behaviour, as smoke scripts and `make demo` use it.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn spawn(args: &[&str], stdin: Stdio) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"))
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hyp-fake-central")
+    }
+
+    fn first_line(child: &mut Child) -> String {
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        line
+    }
+
+    #[test]
+    fn writes_its_url_and_exits_zero_on_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("url");
+        let mut child = spawn(
+            &["--url-file", url_file.to_str().unwrap(), "--token", "t1"],
+            Stdio::null(),
+        );
+        let line = first_line(&mut child);
+        let url = std::fs::read_to_string(&url_file).unwrap();
+        assert_eq!(line, format!("listening on {url}\n"));
+        assert!(url.starts_with("http://127.0.0.1:"));
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: signalling our own child by pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+
+    #[test]
+    fn exits_zero_on_stdin_eof_when_asked() {
+        let mut child = spawn(&["--exit-on-stdin-eof"], Stdio::piped());
+        first_line(&mut child);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"ignored\n").unwrap();
+        drop(stdin);
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+
+    #[test]
+    fn bad_arguments_exit_two() {
+        let output = Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"))
+            .arg("--bogus")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("unknown argument --bogus"));
+    }
+
+    #[test]
+    fn records_requests_and_answers_304_to_the_served_etag() {
+        let server = FakeCentral::start();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let bootstrap = agent
+            .post(format!("{}/v1/identity/bootstrap", server.url))
+            .send(r#"{"bootstrap_token":"test-token"}"#)
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        let grant: Value = serde_json::from_str(&bootstrap).unwrap();
+        let jwt = grant["jwt"].as_str().unwrap().to_string();
+        let get = |etag: Option<&str>| {
+            let mut request = agent
+                .get(format!("{}/v1/config", server.url))
+                .header("Authorization", format!("Bearer {jwt}"));
+            if let Some(etag) = etag {
+                request = request.header("If-None-Match", etag);
+            }
+            request.call().unwrap().status().as_u16()
+        };
+        assert_eq!(get(None), 404);
+        server.serve("rev-1", &json!({"version": 2}));
+        assert_eq!(get(None), 200);
+        assert_eq!(get(Some("rev-1")), 304);
+        server.fail(json!({"kind": "status", "status": 503, "retry_after": 7, "count": 2}));
+        assert_eq!(get(Some("rev-1")), 503);
+        assert_eq!(get(Some("rev-1")), 503);
+        assert_eq!(get(Some("rev-1")), 304);
+        let bad = agent
+            .post(format!("{}/v1/identity/bootstrap", server.url))
+            .send(r#"{"bootstrap_token":"wrong"}"#)
+            .unwrap();
+        assert_eq!(bad.status().as_u16(), 401);
+        let requests = server.requests_to("/v1/config");
+        let statuses: Vec<&Value> = requests.iter().map(|r| &r["status"]).collect();
+        assert_eq!(statuses, [404, 200, 304, 503, 503, 304]);
+        assert_eq!(requests[2]["headers"]["if-none-match"], "rev-1");
+        assert_eq!(
+            requests[0]["headers"]["authorization"],
+            format!("Bearer {jwt}")
+        );
+    }
+}
