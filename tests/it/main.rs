@@ -4,9 +4,9 @@
 
 mod cli;
 mod config;
-mod daemon;
-mod status;
 mod control;
+mod daemon;
 mod fake_central;
 mod join;
+mod status;
 mod support;
