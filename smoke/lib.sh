@@ -90,3 +90,86 @@ expected_rows() {
 json_get() {
   python3 -c 'import json,sys; d=json.load(sys.stdin if sys.argv[1]=="-" else open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"
 }
+
+# ---- the fleet: fake central, join, daemon -------------------------------
+
+export HYP_TIME_SCALE=${HYP_TIME_SCALE:-20}
+CENTRAL_URL=
+DAEMON_PID=
+
+# start_central: run the fake central on an ephemeral port; sets CENTRAL_URL.
+start_central() {
+  "$FAKE_CENTRAL_BIN" --url-file "$SMOKE_ROOT/central.url" --token smoke-token \
+    >"$SMOKE_ROOT/central.log" 2>&1 &
+  SMOKE_PIDS+=($!)
+  wait_for 10 "the fake central to listen" test -s "$SMOKE_ROOT/central.url"
+  CENTRAL_URL=$(cat "$SMOKE_ROOT/central.url")
+}
+
+# admin METHOD PATH [JSON]: call the fake central's admin API.
+admin() {
+  curl -fsS -X "$1" "$CENTRAL_URL$2" ${3:+-d "$3"} >/dev/null
+}
+
+# fleet_doc [CLAUDE_CONFIG_JSON] [CODEX_CONFIG_JSON]: a fleet config document.
+fleet_doc() {
+  local claude=${1:-'{}'} codex=${2:-'{}'}
+  cat <<JSON
+{"version": 2,
+ "plugins": [{"name": "@hypaware/central"},
+             {"name": "@hypaware/claude", "config": $claude},
+             {"name": "@hypaware/codex", "config": $codex}],
+ "sinks": {"central": {"plugin": "@hypaware/central",
+                       "config": {"url": "$CENTRAL_URL", "identity": {}, "poll_interval_seconds": 5}}}}
+JSON
+}
+
+# serve ETAG DOCUMENT: the fake central serves this revision from now on.
+serve() {
+  admin POST /_admin/config "{\"etag\": \"$1\", \"document\": $2}"
+}
+
+# start_daemon: run `hyp daemon run` in the background; sets DAEMON_PID.
+start_daemon() {
+  "$HYP_BIN" daemon run >>"$SMOKE_ROOT/daemon.out" 2>&1 &
+  DAEMON_PID=$!
+  SMOKE_PIDS+=("$DAEMON_PID")
+  wait_for 10 "the daemon to hold its lock" daemon_running
+}
+
+daemon_running() { "$HYP_BIN" daemon status >/dev/null 2>&1; }
+
+# stop_daemon: SIGTERM and wait for a clean exit 0.
+stop_daemon() {
+  kill -TERM "$DAEMON_PID"
+  local rc=0
+  wait "$DAEMON_PID" || rc=$?
+  [ "$rc" -eq 0 ] || fail "daemon exited $rc on SIGTERM"
+}
+
+# status_json EXPR: evaluate EXPR over `hyp status --json` as `d`.
+status_json() {
+  "$HYP_BIN" status --json | json_get - "$1"
+}
+
+# action_state KEY: the client action state of backfill KEY (or "none").
+action_state() {
+  status_json "next((r.get('state') for r in (d['client_actions'] or []) if r['request_key']=='$1'), 'none')"
+}
+
+action_is() { [ "$(action_state "$1")" = "$2" ]; }
+
+# cache_rows PROVIDER_CLIENT: rows in the cache for client_name (claude|codex).
+cache_count() {
+  "$HYP_BIN" query sql "$1" --json | json_get - "list(d[0].values())[0]"
+}
+
+# assert_eq ACTUAL EXPECTED WHAT
+assert_eq() {
+  [ "$1" = "$2" ] || fail "$3: expected '$2', got '$1'"
+}
+
+# no_backfill_children: no `hyp backfill` process of this flow is alive.
+no_backfill_children() {
+  ! pgrep -f "$HYP_BIN backfill" >/dev/null
+}

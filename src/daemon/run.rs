@@ -169,6 +169,7 @@ fn boot(
         );
     }
     let effective = config::load_effective(paths);
+    effective.log_merge_outcome();
     worker::recover_at_boot(paths);
     let (pass_sender, pass_inbox) = crossbeam_channel::unbounded();
     let worker_context = WorkerContext {
@@ -300,11 +301,8 @@ impl Daemon {
         event_log::debug("daemon.poll_event", json!({"event": format!("{event:?}")}));
         match event {
             PollEvent::Applied { etag, deadline } => {
+                // The poll thread already logged `daemon.restart_requested`.
                 self.watchdog.arm(&etag, deadline);
-                event_log::info(
-                    "daemon.restart_requested",
-                    json!({"hyp_reason": "config_applied", "etag": etag}),
-                );
                 Some(Ending::Restart {
                     reason: "config_applied".into(),
                 })
@@ -317,7 +315,6 @@ impl Daemon {
             }
             PollEvent::RolledBack { reason } => {
                 self.watchdog.disarm();
-                event_log::info("daemon.restart_requested", json!({"hyp_reason": reason}));
                 Some(Ending::Restart { reason })
             }
         }
@@ -344,6 +341,13 @@ impl Daemon {
     fn reload(&mut self) {
         event_log::info("daemon.reload_requested", json!({}));
         let effective = config::load_effective(&self.paths);
+        effective.log_merge_outcome();
+        // The poll thread reads the sink and identity once, at spawn: a
+        // re-join may have changed both, so a reload always starts it afresh.
+        if let Some(poll) = self.poll.take() {
+            poll.stop(self.time_scale.secs(POLL_STOP_GRACE_SECS));
+            event_log::info("daemon.poll_stopped", json!({"reason": "reload"}));
+        }
         self.set_central_layer(effective.has_central_layer);
         let probation = engine::active_probation(&self.paths);
         match &probation {
