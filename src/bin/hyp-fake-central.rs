@@ -49,7 +49,9 @@
 //! - `GET /_admin/health` -> `{"ok": true}`.
 //! - `POST /_admin/config {"etag": "rev-1", "document": {...}}`: serve this
 //!   revision (switching is another POST). `"body": "<raw text>"` instead of
-//!   `document` serves raw bytes. `DELETE /_admin/config`: serve nothing (404).
+//!   `document` serves raw bytes. `"then_silence": true` turns silence on
+//!   (below) right after this revision's first 200, so the host can never
+//!   confirm it. `DELETE /_admin/config`: serve nothing (404).
 //! - `POST /_admin/fail {"kind": K, "count": N, ...}`: answer the next N
 //!   (default 1) config requests with a failure. Kinds:
 //!   - `status`: `"status": 500|404|429|503|401|...`, optional
@@ -146,6 +148,9 @@ enum Scripted {
 struct Revision {
     etag: String,
     body: String,
+    /// Go silent right after this revision's first 200, so the host cannot
+    /// confirm it: probation then expires deterministically.
+    then_silence: bool,
 }
 
 struct State {
@@ -477,10 +482,14 @@ fn config_answer(state: &mut State, request: &Request) -> Answer {
             body: Vec::new(),
         };
     }
+    let body = revision.body.clone().into_bytes();
+    if revision.then_silence {
+        state.silent = true;
+    }
     Answer::Raw {
         status: 200,
         headers: etag_header,
-        body: revision.body.clone().into_bytes(),
+        body,
     }
 }
 
@@ -555,6 +564,7 @@ fn admin_route(server: &Server, request: &Request) -> Answer {
             state.revision = Some(Revision {
                 etag: etag.to_string(),
                 body: text,
+                then_silence: body["then_silence"].as_bool().unwrap_or(false),
             });
             ok()
         }

@@ -64,6 +64,16 @@ impl FakeCentral {
         serde_json::from_str(&text).expect("admin response is JSON")
     }
 
+    /// Serve `document` as `etag` once, then go silent: the host applies it
+    /// and can never confirm it.
+    pub fn serve_then_silence(&self, etag: &str, document: &Value) {
+        self.admin(
+            "POST",
+            "config",
+            json!({"etag": etag, "document": document, "then_silence": true}),
+        );
+    }
+
     /// Serve `document` as revision `etag` from now on.
     pub fn serve(&self, etag: &str, document: &Value) {
         self.admin(

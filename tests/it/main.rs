@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod daemon;
 mod fake_central;
+mod fleet;
 mod join;
 mod status;
 mod support;
