@@ -21,4 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and where hyp keeps its state
     Version,
+    /// Import local Claude Code and Codex history into the cache
+    Backfill(crate::cli::backfill::BackfillArgs),
+    /// Query the local cache with read-only SQL
+    Query(crate::cli::query::QueryArgs),
 }

@@ -13,7 +13,9 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
 pub mod args;
+mod backfill;
 pub mod output;
+mod query;
 mod version;
 
 use args::{Cli, Command};
@@ -151,6 +153,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
         Command::Version => version::run(),
+        Command::Backfill(args) => backfill::run(args),
+        Command::Query(args) => query::run(args),
     }
 }
 
