@@ -500,3 +500,40 @@ pub fn normalize_usage(usage: &Value) -> Option<Value> {
     }
     (!out.is_empty()).then_some(Value::Object(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_usage_reproduces_the_reference_example() {
+        let usage = json!({"input_tokens":3,"cache_creation_input_tokens":1200,"cache_read_input_tokens":14000,"output_tokens":50,"service_tier":"standard","cache_creation":{"x":1}});
+        assert_eq!(
+            normalize_usage(&usage).unwrap().to_string(),
+            r#"{"input_tokens":3,"output_tokens":50,"cache_read_tokens":14000,"cache_write_tokens":1200}"#
+        );
+        assert_eq!(normalize_usage(&json!({"service_tier":"standard"})), None);
+        assert_eq!(
+            normalize_usage(&json!({"input_tokens":null,"output_tokens":5})).unwrap(),
+            json!({"output_tokens":5})
+        );
+    }
+
+    #[test]
+    fn lines_without_a_session_or_identity_are_dropped() {
+        assert!(entry_from_line(json!({"type":"summary","summary":"x","leafUuid":"l"})).is_none());
+        assert!(
+            entry_from_line(
+                json!({"type":"queue-operation","operation":"enqueue","sessionId":"s"})
+            )
+            .is_none()
+        );
+        assert!(
+            entry_from_line(json!({"sessionId":"s","type":"system","uuid":"u"}))
+                .is_some_and(|entry| entry.role.is_none())
+        );
+        let entry = entry_from_line(json!({"sessionId":"s","type":"assistant","message":{"model":"<synthetic>","content":"x"}})).unwrap();
+        assert_eq!(entry.role.as_deref(), Some("assistant"));
+        assert_eq!(entry.model, None);
+    }
+}

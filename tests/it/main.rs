@@ -2,5 +2,7 @@
 //! [`TestEnv`], which gives it a private `HOME` and `HYP_HOME` and a scrubbed
 //! environment. One crate, one harness; a module per capability.
 
+mod backfill;
 mod cli;
+mod query;
 mod support;
