@@ -1,2 +1,70 @@
-//! The local SQLite cache (`S/cache/cache.db`): schema, the writer thread,
-//! `imported_files`, and read-only queries.
+//! The local SQLite cache (`S/cache/cache.db`, WAL): the schema, the one
+//! writer, the `imported_files` ledger and read-only queries.
+//!
+//! **Invariant:** only [`writer::CacheWriter`] opens the database for
+//! writing, and only the backfill writer thread creates one. Everything else
+//! (the skip ledger read, `hyp query sql`, status) opens it read-only.
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub mod query;
+pub mod schema;
+pub mod writer;
+
+/// Why the cache could not be opened, written or queried.
+#[derive(Debug)]
+pub enum CacheError {
+    /// No cache file yet.
+    Missing {
+        path: PathBuf,
+    },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    Sql {
+        source: rusqlite::Error,
+    },
+    /// `hyp query sql` was handed a statement that writes.
+    WriteRefused,
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Missing { path } => write!(
+                f,
+                "no cache at {}: run 'hyp backfill' first to import history",
+                path.display()
+            ),
+            CacheError::CreateDir { path, source } => {
+                write!(
+                    f,
+                    "cannot create cache directory {}: {source}",
+                    path.display()
+                )
+            }
+            CacheError::Open { path, source } => {
+                write!(f, "cannot open cache {}: {source}", path.display())
+            }
+            CacheError::Sql { source } => write!(f, "{source}"),
+            CacheError::WriteRefused => write!(
+                f,
+                "refusing a statement that writes: hyp query sql is read-only (use SELECT)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+impl From<rusqlite::Error> for CacheError {
+    fn from(source: rusqlite::Error) -> CacheError {
+        CacheError::Sql { source }
+    }
+}

@@ -29,4 +29,8 @@ pub enum Command {
     Version,
     Join(crate::cli::join::JoinArgs),
     Leave(crate::cli::join::LeaveArgs),
+    /// Import local Claude Code and Codex history into the cache
+    Backfill(crate::cli::backfill::BackfillArgs),
+    /// Query the local cache with read-only SQL
+    Query(crate::cli::query::QueryArgs),
 }

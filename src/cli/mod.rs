@@ -18,6 +18,9 @@ pub mod daemon;
 pub mod join;
 pub mod output;
 mod status;
+mod backfill;
+pub mod output;
+mod query;
 mod version;
 
 use args::{Cli, Command};
@@ -160,6 +163,8 @@ fn run(cli: Cli) -> Result<Code, CliError> {
         Command::Version => version::run(),
         Command::Join(args) => join::run_join(&args),
         Command::Leave(args) => join::run_leave(&args),
+        Command::Backfill(args) => backfill::run(args),
+        Command::Query(args) => query::run(args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`TestEnv`], which gives it a private `HOME` and `HYP_HOME` and a scrubbed
 //! environment. One crate, one harness; a module per capability.
 
+mod backfill;
 mod cli;
 mod config;
 mod control;
@@ -10,4 +11,5 @@ mod fake_central;
 mod fleet;
 mod join;
 mod status;
+mod query;
 mod support;

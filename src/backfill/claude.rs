@@ -1,0 +1,539 @@
+//! The Claude Code provider: transcripts under `$CLAUDE_CONFIG_DIR/projects`
+//! (default `~/.claude/projects`), subagent files included, each file read
+//! line by line, stable-sorted by timestamp, grouped by `sessionId`,
+//! windowed per line, joined with the hook's session-context record, gated
+//! (usage policy, entrypoint owner) and projected into one [`Item`] per
+//! session.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde_json::{Map, Value, json};
+
+use super::ParsedFile;
+use super::git::GitLookup;
+use super::lines::{ReadEnd, for_each_json_line};
+use super::rows::{Exchange, Item, Message, non_empty_str};
+use super::usage_policy::UsagePolicy;
+use super::walk::{HistoryFile, walk_files};
+use super::window::{Window, iso_from_ms, timestamp_ms};
+
+/// Only the tail of the session-context file is read.
+const SESSION_CONTEXT_TAIL: u64 = 512 * 1024;
+
+/// `$CLAUDE_CONFIG_DIR/projects`, else `$HOME/.claude/projects`.
+pub fn projects_root(home: Option<&Path>) -> Option<PathBuf> {
+    match std::env::var_os("CLAUDE_CONFIG_DIR").filter(|value| !value.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir).join("projects")),
+        None => home.map(|home| home.join(".claude/projects")),
+    }
+}
+
+/// Transcripts under `root`, sorted.
+pub fn transcripts(root: &Path) -> Vec<HistoryFile> {
+    walk_files(root, &|name| name.ends_with(".jsonl"))
+}
+
+/// `agent-<id>.meta.json` sidecars: agent id -> spawning tool_use id.
+pub fn agent_meta(root: &Path) -> HashMap<String, String> {
+    let sidecars = walk_files(root, &|name| {
+        name.starts_with("agent-")
+            && name.ends_with(".meta.json")
+            && name.len() > "agent-.meta.json".len()
+    });
+    let mut out = HashMap::new();
+    for sidecar in sidecars {
+        let Some(name) = sidecar.path.file_name().and_then(|name| name.to_str()) else {
+            continue;
+        };
+        let agent_id = &name["agent-".len()..name.len() - ".meta.json".len()];
+        let Ok(bytes) = std::fs::read(&sidecar.path) else {
+            continue;
+        };
+        let Ok(document) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        if let Some(tool_use_id) = document.get("toolUseId").and_then(non_empty_str) {
+            out.insert(agent_id.to_string(), tool_use_id.to_string());
+        }
+    }
+    out
+}
+
+/// One line of the hook's `session-context.jsonl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub transcript_path: Option<String>,
+    pub cwd: Option<String>,
+    pub git_branch: Option<String>,
+    pub git_remote: Option<String>,
+    pub head_sha: Option<String>,
+    pub repo_root: Option<String>,
+}
+
+/// The records in the last 512 KiB of `path` (missing file: none).
+pub fn session_records(path: &Path) -> Vec<SessionRecord> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let size = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let start = size.saturating_sub(SESSION_CONTEXT_TAIL);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let mut lines = bytes.split(|byte| *byte == b'\n');
+    if start > 0 {
+        lines.next();
+    }
+    lines
+        .filter_map(|line| serde_json::from_slice::<Value>(line.trim_ascii()).ok())
+        .filter_map(|value| {
+            let text = |key: &str| value.get(key).and_then(non_empty_str).map(str::to_string);
+            Some(SessionRecord {
+                session_id: text("session_id")?,
+                transcript_path: text("transcript_path"),
+                cwd: text("cwd"),
+                git_branch: text("git_branch"),
+                git_remote: text("git_remote"),
+                head_sha: text("head_sha"),
+                repo_root: text("repo_root"),
+            })
+        })
+        .collect()
+}
+
+/// Everything a worker needs to turn one transcript into items.
+#[derive(Debug)]
+pub struct ClaudeContext {
+    pub window: Window,
+    pub records: Vec<SessionRecord>,
+    pub agent_meta: HashMap<String, String>,
+    pub git: GitLookup,
+    pub policy: UsagePolicy,
+    /// Whether `@hypaware/claude-desktop` is configured (owner of Desktop
+    /// entrypoints).
+    pub desktop_configured: bool,
+}
+
+/// One accepted transcript line.
+#[derive(Debug, Default)]
+struct Entry {
+    session_id: String,
+    role: Option<String>,
+    content: Value,
+    cwd: Option<String>,
+    ts_ms: Option<i64>,
+    api_message_id: Option<String>,
+    uuid: Option<String>,
+    parent_uuid: Option<String>,
+    logical_parent_uuid: Option<String>,
+    source_tool_assistant_uuid: Option<String>,
+    request_id: Option<String>,
+    prompt_id: Option<String>,
+    provider_type: Option<String>,
+    provider_subtype: Option<String>,
+    model: Option<String>,
+    entrypoint: Option<String>,
+    client_version: Option<String>,
+    user_type: Option<String>,
+    permission_mode: Option<String>,
+    is_sidechain: Option<bool>,
+    agent_id: Option<String>,
+    attachment_type: Option<String>,
+    hook_event: Option<String>,
+    is_compact_summary: Option<bool>,
+    compact_metadata: Option<Value>,
+    usage: Option<Value>,
+    tool_use_result: Option<Value>,
+}
+
+fn take_str(object: &mut Map<String, Value>, key: &str) -> Option<String> {
+    match object.remove(key) {
+        Some(Value::String(text)) if !text.is_empty() => Some(text),
+        _ => None,
+    }
+}
+
+fn take_str2(object: &mut Map<String, Value>, key: &str, alias: &str) -> Option<String> {
+    let first = take_str(object, key);
+    let second = take_str(object, alias);
+    first.or(second)
+}
+
+fn take_bool(object: &mut Map<String, Value>, key: &str) -> Option<bool> {
+    object.remove(key).and_then(|value| value.as_bool())
+}
+
+/// A line becomes an entry when it is an object with a `sessionId` and at
+/// least one of an API message id, a role, or a `uuid`.
+fn entry_from_line(line: Value) -> Option<Entry> {
+    let Value::Object(mut row) = line else {
+        return None;
+    };
+    let session_id = take_str(&mut row, "sessionId")?;
+    let mut message = match row.remove("message") {
+        Some(Value::Object(message)) => message,
+        _ => Map::new(),
+    };
+    let line_type = take_str(&mut row, "type");
+    let role = take_str(&mut message, "role").or_else(|| {
+        line_type
+            .as_deref()
+            .filter(|kind| *kind == "user" || *kind == "assistant")
+            .map(str::to_string)
+    });
+    let api_message_id = take_str(&mut message, "id").or_else(|| take_str(&mut row, "messageId"));
+    let uuid = take_str(&mut row, "uuid");
+    if api_message_id.is_none() && role.is_none() && uuid.is_none() {
+        return None;
+    }
+    let (attachment_type, attachment_hook) = match row.remove("attachment") {
+        Some(Value::Object(mut attachment)) => (
+            take_str(&mut attachment, "type"),
+            take_str(&mut attachment, "hookEvent"),
+        ),
+        _ => (None, None),
+    };
+    let compact_metadata = row
+        .remove("compactMetadata")
+        .or_else(|| row.remove("compact_metadata"));
+    Some(Entry {
+        session_id,
+        role,
+        content: message.remove("content").unwrap_or(Value::Null),
+        cwd: take_str(&mut row, "cwd"),
+        ts_ms: row.get("timestamp").and_then(timestamp_ms),
+        api_message_id,
+        uuid,
+        parent_uuid: take_str2(&mut row, "parentUuid", "parent_uuid"),
+        logical_parent_uuid: take_str2(&mut row, "logicalParentUuid", "logical_parent_uuid"),
+        source_tool_assistant_uuid: take_str2(
+            &mut row,
+            "sourceToolAssistantUUID",
+            "source_tool_assistant_uuid",
+        ),
+        request_id: take_str2(&mut row, "requestId", "request_id"),
+        prompt_id: take_str2(&mut row, "promptId", "prompt_id"),
+        provider_type: line_type,
+        provider_subtype: take_str(&mut row, "subtype"),
+        model: take_str(&mut message, "model").filter(|model| model != "<synthetic>"),
+        entrypoint: take_str(&mut row, "entrypoint"),
+        client_version: take_str2(&mut row, "version", "claude_version"),
+        user_type: take_str2(&mut row, "userType", "user_type"),
+        permission_mode: take_str2(&mut row, "permissionMode", "permission_mode"),
+        is_sidechain: take_bool(&mut row, "isSidechain"),
+        agent_id: take_str2(&mut row, "agentId", "agent_id"),
+        attachment_type,
+        hook_event: attachment_hook.or_else(|| take_str(&mut row, "hookEvent")),
+        is_compact_summary: take_bool(&mut row, "isCompactSummary"),
+        compact_metadata,
+        usage: message.remove("usage"),
+        tool_use_result: row.remove("toolUseResult"),
+    })
+}
+
+/// Who owns a session, from its first non-empty `entrypoint`.
+enum Owner {
+    Claude,
+    Desktop,
+    Gated,
+}
+
+fn owner(entrypoint: Option<&str>, desktop_configured: bool) -> Owner {
+    match entrypoint {
+        Some("claude-desktop" | "claude-desktop-3p") if desktop_configured => Owner::Desktop,
+        Some("claude-desktop" | "claude-desktop-3p") => Owner::Gated,
+        _ => Owner::Claude,
+    }
+}
+
+/// Parse one transcript into items.
+pub fn parse_file(ctx: &ClaudeContext, file: &HistoryFile, stop: &AtomicBool) -> ParsedFile {
+    let mut entries = Vec::new();
+    let stats = for_each_json_line(&file.path, stop, |line| {
+        if let Some(entry) = entry_from_line(line) {
+            entries.push(entry);
+        }
+    });
+    let mut parsed = ParsedFile {
+        items: Vec::new(),
+        malformed_lines: stats.malformed,
+        gated_sessions: 0,
+        complete: stats.end == ReadEnd::Complete,
+    };
+    if stats.end == ReadEnd::Interrupted {
+        return parsed;
+    }
+    entries.sort_by_key(|entry| entry.ts_ms.unwrap_or(i64::MAX));
+    let source_path = file.path.display().to_string();
+    for (session_id, session_entries) in group_by_session(entries) {
+        let entrypoint = session_entries
+            .iter()
+            .find_map(|entry| entry.entrypoint.clone());
+        let windowed: Vec<Entry> = session_entries
+            .into_iter()
+            .filter(|entry| ctx.window.contains(entry.ts_ms))
+            .collect();
+        let record = pick_record(&ctx.records, &session_id, &source_path);
+        let cwd = record
+            .and_then(|record| record.cwd.clone())
+            .or_else(|| windowed.iter().find_map(|entry| entry.cwd.clone()));
+        if cwd.as_deref().is_some_and(|cwd| ctx.policy.ignores(cwd)) {
+            parsed.gated_sessions += 1;
+            continue;
+        }
+        let client = match owner(entrypoint.as_deref(), ctx.desktop_configured) {
+            Owner::Claude => "claude",
+            Owner::Desktop => "claude-desktop",
+            Owner::Gated => {
+                parsed.gated_sessions += 1;
+                continue;
+            }
+        };
+        let Some(item) = project_session(
+            ctx,
+            session_id,
+            windowed,
+            record,
+            cwd,
+            client,
+            &source_path,
+            file,
+        ) else {
+            continue;
+        };
+        parsed.items.push(item);
+    }
+    parsed
+}
+
+fn group_by_session(entries: Vec<Entry>) -> Vec<(String, Vec<Entry>)> {
+    let mut groups: Vec<(String, Vec<Entry>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        match index.get(&entry.session_id) {
+            Some(slot) => groups[*slot].1.push(entry),
+            None => {
+                index.insert(entry.session_id.clone(), groups.len());
+                groups.push((entry.session_id.clone(), vec![entry]));
+            }
+        }
+    }
+    groups
+}
+
+/// The newest record for this transcript path, else for this session id.
+fn pick_record<'a>(
+    records: &'a [SessionRecord],
+    session_id: &str,
+    path: &str,
+) -> Option<&'a SessionRecord> {
+    records
+        .iter()
+        .rev()
+        .find(|record| record.transcript_path.as_deref() == Some(path))
+        .or_else(|| {
+            records
+                .iter()
+                .rev()
+                .find(|record| record.session_id == session_id)
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn project_session(
+    ctx: &ClaudeContext,
+    session_id: String,
+    windowed: Vec<Entry>,
+    record: Option<&SessionRecord>,
+    cwd: Option<String>,
+    client: &str,
+    source_path: &str,
+    file: &HistoryFile,
+) -> Option<Item> {
+    let mut last_block: HashMap<String, usize> = HashMap::new();
+    for (index, entry) in windowed.iter().enumerate() {
+        if let Some(id) = &entry.api_message_id {
+            last_block.insert(id.clone(), index);
+        }
+    }
+    let mut messages = Vec::new();
+    let mut client_version = None;
+    let mut started_ms: Option<i64> = None;
+    for (index, entry) in windowed.into_iter().enumerate() {
+        let stamp_usage = match &entry.api_message_id {
+            None => true,
+            Some(id) => last_block.get(id) == Some(&index),
+        };
+        if entry.role.is_none() {
+            continue;
+        }
+        if client_version.is_none() {
+            client_version = entry.client_version.clone();
+        }
+        if let Some(ts) = entry.ts_ms {
+            started_ms = Some(started_ms.map_or(ts, |started| started.min(ts)));
+        }
+        messages.push(message_from_entry(ctx, entry, stamp_usage));
+    }
+    if messages.is_empty() {
+        return None;
+    }
+    let mut exchange = Exchange {
+        provider: "anthropic",
+        session_id: session_id.clone(),
+        conversation_started_at: started_ms.map(iso_from_ms),
+        conversation_source: client.to_string(),
+        client_name: client.to_string(),
+        client_version,
+        cwd: cwd.clone(),
+        git_branch: record.and_then(|record| record.git_branch.clone()),
+        git_remote: record.and_then(|record| record.git_remote.clone()),
+        head_sha: record.and_then(|record| record.head_sha.clone()),
+        repo_root: record.and_then(|record| record.repo_root.clone()),
+        ..Exchange::default()
+    };
+    if let Some(cwd) = &cwd
+        && exchange.git_remote.is_none()
+    {
+        let derived = ctx.git.repo(cwd);
+        exchange.git_remote = derived.remote;
+        if exchange.repo_root.is_none() {
+            exchange.repo_root = derived.root;
+        }
+    }
+    Some(Item {
+        exchange,
+        messages,
+        source_path: source_path.to_string(),
+        native_id: session_id,
+        fallback_started_at: iso_from_ms(file.mtime_ns.div_euclid(1_000_000)),
+    })
+}
+
+fn message_from_entry(ctx: &ClaudeContext, entry: Entry, stamp_usage: bool) -> Message {
+    let mut attributes = Map::new();
+    if let Some(agent) = &entry.agent_id
+        && let Some(tool_use_id) = ctx.agent_meta.get(agent)
+    {
+        attributes.insert(
+            "claude".into(),
+            json!({"spawned_by_tool_use_id": tool_use_id}),
+        );
+    }
+    if stamp_usage && let Some(usage) = entry.usage.as_ref().and_then(normalize_usage) {
+        attributes.insert("usage".into(), usage);
+    }
+    if let Some(result) = entry.tool_use_result {
+        match attributes.get_mut("claude") {
+            Some(Value::Object(claude)) => {
+                claude.insert("tool_use_result".into(), result);
+            }
+            _ => {
+                attributes.insert("claude".into(), json!({"tool_use_result": result}));
+            }
+        }
+    }
+    let mut raw_frame = Map::new();
+    let mut frame = |key: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            raw_frame.insert(key.into(), json!(value));
+        }
+    };
+    frame("uuid", &entry.uuid);
+    frame("parent_uuid", &entry.parent_uuid);
+    frame("logical_parent_uuid", &entry.logical_parent_uuid);
+    frame("type", &entry.provider_type);
+    frame("subtype", &entry.provider_subtype);
+    frame("message_id", &entry.api_message_id);
+    let created_at = entry.ts_ms.map(iso_from_ms);
+    frame("timestamp", &created_at);
+    Message {
+        role: entry.role.unwrap_or_default(),
+        content: entry.content,
+        message_id: entry.uuid.clone(),
+        provider_uuid: entry.uuid,
+        parent_uuid: entry.parent_uuid,
+        logical_parent_uuid: entry.logical_parent_uuid,
+        source_tool_assistant_uuid: entry.source_tool_assistant_uuid,
+        request_id: entry.request_id,
+        prompt_id: entry.prompt_id,
+        provider_type: entry.provider_type,
+        provider_subtype: entry.provider_subtype,
+        model: entry.model,
+        entrypoint: entry.entrypoint,
+        user_type: entry.user_type,
+        permission_mode: entry.permission_mode,
+        is_sidechain: entry.is_sidechain,
+        agent_id: entry.agent_id,
+        attachment_type: entry.attachment_type,
+        hook_event: entry.hook_event,
+        is_compact_summary: entry.is_compact_summary,
+        compact_metadata: entry.compact_metadata,
+        message_created_at: created_at,
+        raw_frame: (!raw_frame.is_empty()).then_some(raw_frame),
+        attributes,
+    }
+}
+
+/// Claude `message.usage` -> `{input_tokens, output_tokens,
+/// cache_read_tokens, cache_write_tokens}` (present keys only, raw values).
+pub fn normalize_usage(usage: &Value) -> Option<Value> {
+    let usage = usage.as_object()?;
+    let mut out = Map::new();
+    for (from, to) in [
+        ("input_tokens", "input_tokens"),
+        ("output_tokens", "output_tokens"),
+        ("cache_read_input_tokens", "cache_read_tokens"),
+        ("cache_creation_input_tokens", "cache_write_tokens"),
+    ] {
+        if let Some(value) = usage.get(from).filter(|value| !value.is_null()) {
+            out.insert(to.into(), value.clone());
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_usage_reproduces_the_reference_example() {
+        let usage = json!({"input_tokens":3,"cache_creation_input_tokens":1200,"cache_read_input_tokens":14000,"output_tokens":50,"service_tier":"standard","cache_creation":{"x":1}});
+        assert_eq!(
+            normalize_usage(&usage).unwrap().to_string(),
+            r#"{"input_tokens":3,"output_tokens":50,"cache_read_tokens":14000,"cache_write_tokens":1200}"#
+        );
+        assert_eq!(normalize_usage(&json!({"service_tier":"standard"})), None);
+        assert_eq!(
+            normalize_usage(&json!({"input_tokens":null,"output_tokens":5})).unwrap(),
+            json!({"output_tokens":5})
+        );
+    }
+
+    #[test]
+    fn lines_without_a_session_or_identity_are_dropped() {
+        assert!(entry_from_line(json!({"type":"summary","summary":"x","leafUuid":"l"})).is_none());
+        assert!(
+            entry_from_line(
+                json!({"type":"queue-operation","operation":"enqueue","sessionId":"s"})
+            )
+            .is_none()
+        );
+        assert!(
+            entry_from_line(json!({"sessionId":"s","type":"system","uuid":"u"}))
+                .is_some_and(|entry| entry.role.is_none())
+        );
+        let entry = entry_from_line(json!({"sessionId":"s","type":"assistant","message":{"model":"<synthetic>","content":"x"}})).unwrap();
+        assert_eq!(entry.role.as_deref(), Some("assistant"));
+        assert_eq!(entry.model, None);
+    }
+}

@@ -1,0 +1,99 @@
+//! Streaming a JSONL file one line at a time with a reused buffer. Bad input
+//! never stops a file: blank lines are skipped, and a line that is not JSON
+//! (garbage, a truncated last line, invalid UTF-8) is skipped and counted.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+
+/// How reading a file ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// Every line was read.
+    Complete,
+    /// The run was interrupted part way; what was read is partial.
+    Interrupted,
+    /// The file could not be opened or a read failed part way.
+    Failed,
+}
+
+/// What one pass over a file saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineStats {
+    pub end: ReadEnd,
+    pub malformed: u64,
+}
+
+/// Call `on_line` with every line of `path` that parses as JSON.
+pub fn for_each_json_line(
+    path: &Path,
+    stop: &AtomicBool,
+    mut on_line: impl FnMut(Value),
+) -> LineStats {
+    let mut stats = LineStats {
+        end: ReadEnd::Complete,
+        malformed: 0,
+    };
+    let Ok(file) = File::open(path) else {
+        stats.end = ReadEnd::Failed;
+        return stats;
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            stats.end = ReadEnd::Interrupted;
+            return stats;
+        }
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer) {
+            Ok(0) => return stats,
+            Ok(_) => {}
+            Err(_) => {
+                stats.end = ReadEnd::Failed;
+                return stats;
+            }
+        }
+        let line = buffer.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(value) => on_line(value),
+            Err(_) => stats.malformed += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_lines_are_counted_and_the_rest_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.jsonl");
+        let mut bytes =
+            b"{\"a\":1}\r\n\n   \ngarbage\n{\"b\":\"\xff\"}\n[1]\n{\"c\":3}\n{\"trunc".to_vec();
+        bytes.extend_from_slice(b"");
+        std::fs::write(&path, bytes).unwrap();
+        let mut seen = Vec::new();
+        let stats = for_each_json_line(&path, &AtomicBool::new(false), |value| seen.push(value));
+        assert_eq!(
+            stats,
+            LineStats {
+                end: ReadEnd::Complete,
+                malformed: 3
+            }
+        );
+        assert_eq!(seen.len(), 3);
+        let missing =
+            for_each_json_line(&dir.path().join("absent"), &AtomicBool::new(false), |_| {});
+        assert_eq!(missing.end, ReadEnd::Failed);
+        let stopped = for_each_json_line(&path, &AtomicBool::new(true), |_| {});
+        assert_eq!(stopped.end, ReadEnd::Interrupted);
+    }
+}

@@ -1,0 +1,269 @@
+//! One provider's import as threads: the calling thread hands files out in
+//! walk order, parse workers turn each file into rows (projection and row
+//! expansion included), and one writer thread owns the cache.
+//!
+//! The writer commits files strictly in walk order (a small reorder buffer),
+//! so which copy of a `part_id` wins never depends on thread timing. A file
+//! is handed out only while fewer than [`IN_FLIGHT_FILES`] are uncommitted,
+//! which bounds memory whatever the corpus size. A stop request (SIGINT,
+//! SIGTERM) makes workers drop the file they are reading, and the writer
+//! commits every file completed before the gap; a partly read file is never
+//! marked imported, so a later run picks it up whole.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, bounded};
+
+use super::ParsedFile;
+use super::claude::{self, ClaudeContext};
+use super::codex::{self, CodexContext};
+use super::progress::Progress;
+use super::rows::expand;
+use super::walk::HistoryFile;
+use super::window::Window;
+use crate::cache::schema::MessageRow;
+use crate::cache::writer::{CacheWriter, ImportedFile};
+
+/// Files handed out but not yet committed.
+const IN_FLIGHT_FILES: usize = 8;
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// How to turn one file into items.
+#[derive(Debug)]
+pub enum Parser {
+    Claude(Box<ClaudeContext>),
+    Codex(Box<CodexContext>),
+}
+
+impl Parser {
+    fn parse(&self, file: &HistoryFile, stop: &AtomicBool) -> ParsedFile {
+        match self {
+            Parser::Claude(ctx) => claude::parse_file(ctx, file, stop),
+            Parser::Codex(ctx) => codex::parse_file(ctx, file, stop),
+        }
+    }
+}
+
+/// One provider's files and where their rows go.
+pub struct PipelineJob<'a> {
+    pub provider: &'a str,
+    pub files: &'a [HistoryFile],
+    pub parser: Parser,
+    /// `None` for a dry run: count, write nothing.
+    pub cache_db: Option<PathBuf>,
+    pub window: Window,
+    pub stop: &'a AtomicBool,
+    pub progress: &'a Progress,
+}
+
+/// The counters a provider reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineOutcome {
+    pub items_seen: u64,
+    pub sessions_seen: u64,
+    pub rows_written: u64,
+    pub rows_skipped: u64,
+    pub malformed_lines: u64,
+    pub files_with_malformed_lines: u64,
+    pub error: Option<String>,
+}
+
+/// One file's rows, grouped by item.
+struct FileRows {
+    file_index: usize,
+    items: Vec<Vec<MessageRow>>,
+    malformed_lines: u64,
+    gated_sessions: usize,
+    complete: bool,
+}
+
+/// Run the job to completion or until `stop` is set.
+pub fn run(job: PipelineJob<'_>) -> PipelineOutcome {
+    let workers = std::thread::available_parallelism()
+        .map(|count| count.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    let (task_tx, task_rx) = bounded::<usize>(workers);
+    let (rows_tx, rows_rx) = bounded::<FileRows>(workers * 2);
+    let (permit_tx, permit_rx) = bounded::<()>(IN_FLIGHT_FILES);
+    let job = &job;
+    std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new()
+            .name("backfill-writer".into())
+            .spawn_scoped(scope, move || write_in_order(job, rows_rx, permit_rx));
+        let writer = match writer {
+            Ok(handle) => handle,
+            Err(err) => {
+                return PipelineOutcome {
+                    error: Some(format!("cannot start the writer thread: {err}")),
+                    ..PipelineOutcome::default()
+                };
+            }
+        };
+        for worker_index in 0..workers {
+            let task_rx = task_rx.clone();
+            let rows_tx = rows_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("backfill-parse-{worker_index}"))
+                .spawn_scoped(scope, move || parse_files(job, task_rx, rows_tx));
+            if spawned.is_err() && worker_index == 0 {
+                break;
+            }
+        }
+        drop(rows_tx);
+        drop(task_rx);
+        dispatch(job, &task_tx, &permit_tx);
+        drop(task_tx);
+        drop(permit_tx);
+        writer.join().unwrap_or_else(|_| PipelineOutcome {
+            error: Some("the cache writer thread panicked".into()),
+            ..PipelineOutcome::default()
+        })
+    })
+}
+
+/// Hand out file indexes in order, at most [`IN_FLIGHT_FILES`] uncommitted.
+fn dispatch(
+    job: &PipelineJob<'_>,
+    tasks: &crossbeam_channel::Sender<usize>,
+    permits: &crossbeam_channel::Sender<()>,
+) {
+    for file_index in 0..job.files.len() {
+        loop {
+            if job.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match permits.send_timeout((), POLL) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Timeout(())) => continue,
+                Err(SendTimeoutError::Disconnected(())) => return,
+            }
+        }
+        if tasks.send(file_index).is_err() {
+            return;
+        }
+    }
+}
+
+fn parse_files(
+    job: &PipelineJob<'_>,
+    tasks: crossbeam_channel::Receiver<usize>,
+    out: crossbeam_channel::Sender<FileRows>,
+) {
+    for file_index in tasks {
+        let file = &job.files[file_index];
+        let parsed = job.parser.parse(file, job.stop);
+        job.progress.file_parsed(file.size);
+        let items = parsed.items.iter().map(expand).collect();
+        let rows = FileRows {
+            file_index,
+            items,
+            malformed_lines: parsed.malformed_lines,
+            gated_sessions: parsed.gated_sessions,
+            complete: parsed.complete && !job.stop.load(Ordering::Relaxed),
+        };
+        if out.send(rows).is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer thread: open the cache (unless dry run), then commit files
+/// in walk order.
+fn write_in_order(
+    job: &PipelineJob<'_>,
+    rows: crossbeam_channel::Receiver<FileRows>,
+    permits: crossbeam_channel::Receiver<()>,
+) -> PipelineOutcome {
+    let mut outcome = PipelineOutcome::default();
+    let mut cache = match &job.cache_db {
+        None => None,
+        Some(path) => match CacheWriter::open(path) {
+            Ok(writer) => Some(writer),
+            Err(err) => {
+                outcome.error = Some(err.to_string());
+                return outcome;
+            }
+        },
+    };
+    let mut pending: BTreeMap<usize, FileRows> = BTreeMap::new();
+    let mut next_index = 0;
+    let mut disconnected = false;
+    loop {
+        while let Some(file) = pending.remove(&next_index) {
+            if let Err(err) = commit_file(job, cache.as_mut(), file, &mut outcome) {
+                outcome.error = Some(err);
+                return finish(cache, outcome);
+            }
+            next_index += 1;
+            let _ = permits.try_recv();
+        }
+        if disconnected || job.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match rows.recv_timeout(POLL) {
+            Ok(file) => {
+                pending.insert(file.file_index, file);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+    }
+    finish(cache, outcome)
+}
+
+fn finish(cache: Option<CacheWriter>, mut outcome: PipelineOutcome) -> PipelineOutcome {
+    if let Some(mut cache) = cache
+        && let Err(err) = cache.commit()
+        && outcome.error.is_none()
+    {
+        outcome.error = Some(err.to_string());
+    }
+    outcome
+}
+
+fn commit_file(
+    job: &PipelineJob<'_>,
+    cache: Option<&mut CacheWriter>,
+    file: FileRows,
+    outcome: &mut PipelineOutcome,
+) -> Result<(), String> {
+    outcome.malformed_lines += file.malformed_lines;
+    if file.malformed_lines > 0 {
+        outcome.files_with_malformed_lines += 1;
+    }
+    let Some(cache) = cache else {
+        outcome.items_seen += file.items.len() as u64;
+        outcome.sessions_seen += file.items.len() as u64;
+        return Ok(());
+    };
+    for item_rows in &file.items {
+        let inserted = cache.insert(item_rows).map_err(|err| err.to_string())?;
+        outcome.items_seen += 1;
+        if inserted > 0 {
+            outcome.sessions_seen += 1;
+            outcome.rows_written += inserted;
+            job.progress.rows_written(inserted);
+        } else {
+            outcome.rows_skipped += 1;
+        }
+    }
+    if file.complete && file.gated_sessions == 0 {
+        let source = &job.files[file.file_index];
+        cache
+            .mark_imported(&ImportedFile {
+                path: source.path.display().to_string(),
+                provider: job.provider.to_string(),
+                size: source.size,
+                mtime_ns: source.mtime_ns,
+                since_ms: job.window.since_ms,
+                until_ms: job.window.until_ms,
+            })
+            .map_err(|err| err.to_string())?;
+    }
+    cache.commit_if_large().map_err(|err| err.to_string())
+}

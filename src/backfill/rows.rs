@@ -1,0 +1,611 @@
+//! Row expansion: one projected conversation (an [`Item`]) becomes
+//! `ai_gateway_messages` rows, one per content block, exactly as the
+//! reference's gateway expands them: native or fallback identity, the
+//! per-thread `previous_message_id` chain, the seen-set collapse of repeated
+//! ids, part mapping, `content_text` with base64 payloads stripped, tool-name
+//! lookup within the item, status, and the attributes merge.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+
+use super::identity::{fallback_message_id, source_path_hash};
+use crate::cache::schema::MessageRow;
+
+pub const GATEWAY_ID: &str = "hypaware-local";
+pub const SCHEMA_VERSION: i64 = 7;
+
+/// Exchange-level fields shared by every message of one conversation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exchange {
+    pub provider: &'static str,
+    pub session_id: String,
+    pub conversation_id: Option<String>,
+    pub model: Option<String>,
+    /// ISO-8601 ms; `None` falls back to [`Item::fallback_started_at`].
+    pub conversation_started_at: Option<String>,
+    pub conversation_source: String,
+    pub client_name: String,
+    pub cwd: Option<String>,
+    pub git_branch: Option<String>,
+    pub git_remote: Option<String>,
+    pub head_sha: Option<String>,
+    pub repo_root: Option<String>,
+    pub client_version: Option<String>,
+    pub entrypoint: Option<String>,
+    pub user_type: Option<String>,
+    pub permission_mode: Option<String>,
+    pub is_sidechain: Option<bool>,
+    pub parent_thread_id: Option<String>,
+    /// Projection-level attributes (Codex: `{codex: {...}}`).
+    pub attributes: Map<String, Value>,
+}
+
+/// One projected message (one transcript line / rollout item).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Message {
+    pub role: String,
+    /// The content as the source wrote it (string, array of blocks, ...).
+    pub content: Value,
+    pub message_id: Option<String>,
+    pub provider_uuid: Option<String>,
+    pub parent_uuid: Option<String>,
+    pub logical_parent_uuid: Option<String>,
+    pub source_tool_assistant_uuid: Option<String>,
+    pub request_id: Option<String>,
+    pub prompt_id: Option<String>,
+    pub provider_type: Option<String>,
+    pub provider_subtype: Option<String>,
+    pub model: Option<String>,
+    pub entrypoint: Option<String>,
+    pub user_type: Option<String>,
+    pub permission_mode: Option<String>,
+    pub is_sidechain: Option<bool>,
+    pub agent_id: Option<String>,
+    pub attachment_type: Option<String>,
+    pub hook_event: Option<String>,
+    pub is_compact_summary: Option<bool>,
+    pub compact_metadata: Option<Value>,
+    /// ISO-8601 ms.
+    pub message_created_at: Option<String>,
+    pub raw_frame: Option<Map<String, Value>>,
+    pub attributes: Map<String, Value>,
+}
+
+/// One conversation found in one file: what a provider yields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Item {
+    pub exchange: Exchange,
+    pub messages: Vec<Message>,
+    /// Absolute path of the file it came from (provenance).
+    pub source_path: String,
+    /// Claude session id or Codex thread id.
+    pub native_id: String,
+    /// Used when nothing in the conversation carries a time: the file's
+    /// mtime (deterministic, unlike the clock).
+    pub fallback_started_at: String,
+}
+
+/// A chain of message ids within one (thread scope, agent) pair.
+#[derive(Default)]
+struct Chain {
+    seen: HashSet<String>,
+    last: Option<String>,
+}
+
+/// Expand `item` into rows (a fresh state per item).
+pub fn expand(item: &Item) -> Vec<MessageRow> {
+    let exchange = &item.exchange;
+    let ts_start = exchange
+        .conversation_started_at
+        .clone()
+        .unwrap_or_else(|| item.fallback_started_at.clone());
+    let thread_scope = exchange
+        .conversation_id
+        .clone()
+        .unwrap_or_else(|| exchange.session_id.clone());
+    let gateway = gateway_attributes(item);
+    let client_attributes = client_attributes(exchange);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut chains: HashMap<Option<String>, Chain> = HashMap::new();
+    let mut tool_names: HashMap<String, String> = HashMap::new();
+    let mut rows = Vec::new();
+
+    for (index, message) in item.messages.iter().enumerate() {
+        if message.role.is_empty() {
+            continue;
+        }
+        let content = normalize_content(&message.content);
+        if content.is_empty() {
+            continue;
+        }
+        let agent_id = message.agent_id.clone();
+        let chain = chains.entry(agent_id.clone()).or_default();
+        let previous = match &chain.last {
+            Some(last) => json!([last]),
+            None => json!([]),
+        };
+        let (message_id, from_fallback) = match &message.message_id {
+            Some(id) => (id.clone(), false),
+            None => (
+                fallback_message_id(&thread_scope, agent_id.as_deref(), &message.role, &content),
+                true,
+            ),
+        };
+        if seen.contains(&message_id) {
+            if chain.seen.insert(message_id.clone()) {
+                chain.last = Some(message_id);
+            }
+            continue;
+        }
+        let row_context = RowContext {
+            exchange,
+            message,
+            message_id: &message_id,
+            previous_message_id: previous.to_string(),
+            message_index: index as i64,
+            ts_start: &ts_start,
+            client_attributes: &client_attributes,
+            gateway: if from_fallback {
+                &gateway.fallback
+            } else {
+                &gateway.native
+            },
+        };
+        let last = content.len() - 1;
+        for (part_index, block) in content.iter().enumerate() {
+            rows.push(row_for_block(
+                &row_context,
+                block,
+                part_index,
+                part_index == last,
+                &mut tool_names,
+            ));
+        }
+        seen.insert(message_id.clone());
+        if chain.seen.insert(message_id.clone()) {
+            chain.last = Some(message_id);
+        }
+    }
+    rows
+}
+
+struct GatewayAttributes {
+    native: Map<String, Value>,
+    fallback: Map<String, Value>,
+}
+
+fn gateway_attributes(item: &Item) -> GatewayAttributes {
+    let mut gateway = Map::new();
+    gateway.insert("source".into(), json!("backfill"));
+    gateway.insert(
+        "source_path_hash".into(),
+        json!(source_path_hash(&item.source_path)),
+    );
+    gateway.insert("native_id".into(), json!(item.native_id));
+    let mut native = Map::new();
+    native.insert("gateway".into(), Value::Object(gateway.clone()));
+    gateway.insert("identity_source".into(), json!("gateway_fallback"));
+    let mut fallback = Map::new();
+    fallback.insert("gateway".into(), Value::Object(gateway));
+    GatewayAttributes { native, fallback }
+}
+
+fn client_attributes(exchange: &Exchange) -> Map<String, Value> {
+    let mut client = Map::new();
+    if !exchange.client_name.is_empty() {
+        client.insert("name".into(), json!(exchange.client_name));
+    }
+    if let Some(version) = &exchange.client_version {
+        client.insert("version".into(), json!(version));
+    }
+    let mut out = Map::new();
+    if !client.is_empty() {
+        out.insert("client".into(), Value::Object(client));
+    }
+    out
+}
+
+struct RowContext<'a> {
+    exchange: &'a Exchange,
+    message: &'a Message,
+    message_id: &'a str,
+    previous_message_id: String,
+    message_index: i64,
+    ts_start: &'a str,
+    client_attributes: &'a Map<String, Value>,
+    gateway: &'a Map<String, Value>,
+}
+
+fn row_for_block(
+    ctx: &RowContext<'_>,
+    block: &Value,
+    part_index: usize,
+    is_last: bool,
+    tool_names: &mut HashMap<String, String>,
+) -> MessageRow {
+    let exchange = ctx.exchange;
+    let message = ctx.message;
+    let block_type = block
+        .get("type")
+        .and_then(non_empty_str)
+        .map(str::to_string);
+    let part_type = part_type(block_type.as_deref());
+    let is_call = matches!(block_type.as_deref(), Some("tool_use" | "server_tool_use"));
+    let is_result = matches!(
+        block_type.as_deref(),
+        Some("tool_result" | "web_search_tool_result")
+    );
+    let tool_call_id = if is_call {
+        block.get("id").and_then(non_empty_str).map(str::to_string)
+    } else if is_result {
+        block
+            .get("tool_use_id")
+            .and_then(non_empty_str)
+            .map(str::to_string)
+    } else {
+        None
+    };
+    let tool_name = if is_call {
+        block
+            .get("name")
+            .and_then(non_empty_str)
+            .map(str::to_string)
+    } else if is_result {
+        tool_call_id
+            .as_ref()
+            .and_then(|id| tool_names.get(id).cloned())
+    } else {
+        None
+    };
+    if part_type == "tool_call"
+        && let (Some(id), Some(name)) = (&tool_call_id, &tool_name)
+    {
+        tool_names.insert(id.clone(), name.clone());
+    }
+    let message_created_at = message
+        .message_created_at
+        .clone()
+        .unwrap_or_else(|| ctx.ts_start.to_string());
+    let date = message_created_at.get(..10).unwrap_or_default().to_string();
+
+    let mut attributes = ctx.client_attributes.clone();
+    if is_last {
+        merge_json_objects(&mut attributes, &message.attributes);
+    } else {
+        let mut without_usage = message.attributes.clone();
+        without_usage.shift_remove("usage");
+        merge_json_objects(&mut attributes, &without_usage);
+    }
+    merge_json_objects(&mut attributes, &exchange.attributes);
+    merge_json_objects(&mut attributes, ctx.gateway);
+
+    MessageRow {
+        gateway_id: GATEWAY_ID.into(),
+        schema_version: SCHEMA_VERSION,
+        session_id: exchange.session_id.clone(),
+        conversation_id: exchange.conversation_id.clone(),
+        user_id: None,
+        provider: exchange.provider.into(),
+        model: message.model.clone().or_else(|| exchange.model.clone()),
+        system_text: None,
+        tools: None,
+        conversation_started_at: exchange
+            .conversation_started_at
+            .clone()
+            .unwrap_or_else(|| ctx.ts_start.to_string()),
+        conversation_source: Some(exchange.conversation_source.clone()).filter(|s| !s.is_empty()),
+        client_name: Some(exchange.client_name.clone()).filter(|s| !s.is_empty()),
+        cwd: exchange.cwd.clone(),
+        git_branch: exchange.git_branch.clone(),
+        git_remote: exchange.git_remote.clone(),
+        head_sha: exchange.head_sha.clone(),
+        repo_root: exchange.repo_root.clone(),
+        client_version: exchange.client_version.clone(),
+        entrypoint: message
+            .entrypoint
+            .clone()
+            .or_else(|| exchange.entrypoint.clone()),
+        user_type: message
+            .user_type
+            .clone()
+            .or_else(|| exchange.user_type.clone()),
+        permission_mode: message
+            .permission_mode
+            .clone()
+            .or_else(|| exchange.permission_mode.clone()),
+        is_sidechain: message.is_sidechain.or(exchange.is_sidechain),
+        agent_id: message.agent_id.clone(),
+        parent_thread_id: exchange.parent_thread_id.clone(),
+        message_id: ctx.message_id.to_string(),
+        previous_message_id: ctx.previous_message_id.clone(),
+        provider_uuid: message.provider_uuid.clone(),
+        parent_uuid: message.parent_uuid.clone(),
+        logical_parent_uuid: message.logical_parent_uuid.clone(),
+        source_tool_assistant_uuid: message.source_tool_assistant_uuid.clone(),
+        request_id: message.request_id.clone(),
+        prompt_id: message.prompt_id.clone(),
+        message_index: ctx.message_index,
+        message_created_at,
+        role: message.role.clone(),
+        part_id: format!("{}#{part_index}", ctx.message_id),
+        part_index: part_index as i64,
+        part_type: part_type.to_string(),
+        provider_type: message.provider_type.clone(),
+        provider_subtype: message
+            .provider_subtype
+            .clone()
+            .or_else(|| block_type.clone()),
+        content_text: content_text(block).map(|text| strip_base64_payloads(&text)),
+        tool_name,
+        tool_call_id: tool_call_id.clone(),
+        tool_args: if is_call {
+            block.get("input").and_then(json_text)
+        } else {
+            None
+        },
+        caller_type: block
+            .get("caller")
+            .and_then(|caller| caller.get("type"))
+            .and_then(non_empty_str)
+            .map(str::to_string),
+        tool_result_for: if is_result { tool_call_id } else { None },
+        thinking_signature: if matches!(
+            block_type.as_deref(),
+            Some("thinking" | "redacted_thinking")
+        ) {
+            block
+                .get("signature")
+                .and_then(non_empty_str)
+                .map(str::to_string)
+        } else {
+            None
+        },
+        attachment_type: message.attachment_type.clone(),
+        hook_event: message.hook_event.clone(),
+        is_error: (block.get("is_error") == Some(&Value::Bool(true))).then_some(true),
+        is_compact_summary: message.is_compact_summary,
+        compact_metadata: message.compact_metadata.as_ref().and_then(json_text),
+        status: status(block, block_type.as_deref()),
+        attributes: (!attributes.is_empty()).then(|| Value::Object(attributes).to_string()),
+        raw_frame: message
+            .raw_frame
+            .as_ref()
+            .map(|frame| Value::Object(frame.clone()).to_string()),
+        date,
+    }
+}
+
+/// A JSON value as compact text; JSON `null` is stored as SQL NULL.
+fn json_text(value: &Value) -> Option<String> {
+    (!value.is_null()).then(|| value.to_string())
+}
+
+/// A non-empty JSON string.
+pub fn non_empty_str(value: &Value) -> Option<&str> {
+    value.as_str().filter(|text| !text.is_empty())
+}
+
+/// A string becomes one text block; an array is kept; anything else is empty.
+pub fn normalize_content(content: &Value) -> Vec<Value> {
+    match content {
+        Value::String(text) if text.is_empty() => Vec::new(),
+        Value::String(text) => vec![json!({"type": "text", "text": text})],
+        Value::Array(blocks) => blocks.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn part_type(block_type: Option<&str>) -> &str {
+    match block_type {
+        Some("text") | None => "text",
+        Some("thinking" | "redacted_thinking") => "reasoning",
+        Some("tool_use" | "server_tool_use") => "tool_call",
+        Some("tool_result" | "web_search_tool_result") => "tool_result",
+        Some("image") => "image",
+        Some("document" | "file") => "file",
+        Some("error") => "error",
+        Some(other) => other,
+    }
+}
+
+fn content_text(block: &Value) -> Option<String> {
+    let block = block.as_object()?;
+    let text_of = |key: &str| block.get(key).and_then(non_empty_str).map(str::to_string);
+    match block.get("type").and_then(Value::as_str) {
+        Some("text") => text_of("text"),
+        Some("thinking") => text_of("thinking"),
+        Some("redacted_thinking") => text_of("data"),
+        Some("tool_result") => match block.get("content") {
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(Value::Array(parts)) => {
+                let texts: Vec<&str> = parts
+                    .iter()
+                    .filter(|part| part.is_object())
+                    .filter_map(|part| part.get("text").and_then(non_empty_str))
+                    .collect();
+                (!texts.is_empty()).then(|| texts.join("\n"))
+            }
+            _ => None,
+        },
+        Some("error") => text_of("message").or_else(|| text_of("text")),
+        _ => None,
+    }
+}
+
+fn status(block: &Value, block_type: Option<&str>) -> Option<String> {
+    let mut status = Map::new();
+    if matches!(block_type, Some("tool_result" | "web_search_tool_result")) {
+        let failed = block.get("is_error") == Some(&Value::Bool(true));
+        status.insert(
+            "tool_status".into(),
+            json!(if failed { "error" } else { "success" }),
+        );
+    }
+    if block_type == Some("error") {
+        let string_of = |key: &str| block.get(key).and_then(Value::as_str).map(str::to_string);
+        if let Some(code) = string_of("error_code").or_else(|| string_of("code")) {
+            status.insert("error_code".into(), json!(code));
+        }
+        if let Some(message) = string_of("message").or_else(|| string_of("text")) {
+            status.insert("error_message".into(), json!(message));
+        }
+    }
+    (!status.is_empty()).then(|| Value::Object(status).to_string())
+}
+
+/// Right-biased merge, nested objects merged one level deep.
+pub fn merge_json_objects(target: &mut Map<String, Value>, source: &Map<String, Value>) {
+    for (key, value) in source {
+        match (target.get_mut(key), value) {
+            (Some(Value::Object(existing)), Value::Object(incoming)) => {
+                for (inner_key, inner_value) in incoming {
+                    existing.insert(inner_key.clone(), inner_value.clone());
+                }
+            }
+            _ => {
+                target.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// Replace every `data:<type>;base64,<payload>` with a `<stripped>` marker.
+pub fn strip_base64_payloads(text: &str) -> String {
+    const MARKER: &str = ";base64,";
+    if !text.contains(MARKER) {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = text[search..].find("data:") {
+        let start = search + found;
+        let type_start = start + 5;
+        let Some(matched) = match_data_uri(bytes, type_start) else {
+            search = type_start;
+            continue;
+        };
+        let (type_end, payload_end) = matched;
+        let media_type = &text[type_start..type_end];
+        out.push_str(&text[copied..start]);
+        out.push_str("data:");
+        out.push_str(if media_type.is_empty() {
+            "application/octet-stream"
+        } else {
+            media_type
+        });
+        out.push_str(";base64,<stripped>");
+        copied = payload_end;
+        search = payload_end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// At `type_start` (just after `data:`): the shortest media type of at most
+/// 255 non-space, non-comma bytes followed by `;base64,` and at least one
+/// payload byte. Returns (media type end, payload end).
+fn match_data_uri(bytes: &[u8], type_start: usize) -> Option<(usize, usize)> {
+    const MARKER: &[u8] = b";base64,";
+    let is_payload =
+        |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=' | b'_' | b'-');
+    let mut type_end = type_start;
+    loop {
+        if type_end - type_start > 255 {
+            return None;
+        }
+        if bytes[type_end..].starts_with(MARKER) {
+            let payload_start = type_end + MARKER.len();
+            let payload_len = bytes[payload_start..]
+                .iter()
+                .take_while(|byte| is_payload(**byte))
+                .count();
+            if payload_len > 0 {
+                return Some((type_end, payload_start + payload_len));
+            }
+        }
+        let byte = *bytes.get(type_end)?;
+        if byte.is_ascii_whitespace() || byte == b',' {
+            return None;
+        }
+        type_end += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_payloads_are_stripped() {
+        assert_eq!(
+            strip_base64_payloads("data:image/png;base64,AAAA== ok"),
+            "data:image/png;base64,<stripped> ok"
+        );
+        assert_eq!(
+            strip_base64_payloads("a data:;base64,QQ== b data:application/pdf;base64,JVBE"),
+            "a data:application/octet-stream;base64,<stripped> b data:application/pdf;base64,<stripped>"
+        );
+        assert_eq!(
+            strip_base64_payloads("no data: here;base64, x"),
+            "no data: here;base64, x"
+        );
+        assert_eq!(strip_base64_payloads("plain"), "plain");
+        let stripped = strip_base64_payloads("data:image/png;base64,AAAA");
+        assert_eq!(strip_base64_payloads(&stripped), stripped, "idempotent");
+    }
+
+    #[test]
+    fn merge_is_right_biased_one_level_deep() {
+        let mut target = json!({"client": {"name": "c"}, "usage": {"a": 1}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let source = json!({"client": {"version": "v"}, "usage": 5, "gateway": {"x": 1}});
+        merge_json_objects(&mut target, source.as_object().unwrap());
+        assert_eq!(
+            Value::Object(target).to_string(),
+            r#"{"client":{"name":"c","version":"v"},"usage":5,"gateway":{"x":1}}"#
+        );
+    }
+
+    #[test]
+    fn repeated_ids_collapse_and_consume_their_index() {
+        let message = |text: &str| Message {
+            role: "user".into(),
+            content: json!(text),
+            ..Message::default()
+        };
+        let item = Item {
+            exchange: Exchange {
+                provider: "openai",
+                session_id: "s".into(),
+                conversation_id: Some("t".into()),
+                client_name: "codex".into(),
+                conversation_source: "codex".into(),
+                ..Exchange::default()
+            },
+            messages: vec![message("continue"), message("continue"), message("next")],
+            source_path: "/p".into(),
+            native_id: "t".into(),
+            fallback_started_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let rows = expand(&item);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].message_index, 2);
+        assert_eq!(
+            rows[1].previous_message_id,
+            format!("[\"{}\"]", rows[0].message_id)
+        );
+        assert_eq!(rows[0].date, "2026-01-01");
+        assert!(
+            rows[0]
+                .attributes
+                .as_deref()
+                .unwrap()
+                .contains("gateway_fallback")
+        );
+    }
+}

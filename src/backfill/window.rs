@@ -1,0 +1,257 @@
+//! Time for backfill: parsing the dates people and transcripts write, the
+//! ISO form rows store, and the import window every line is checked against.
+//!
+//! Accepted (as the reference's `Date.parse` does for these shapes): RFC 3339
+//! with any fraction length (truncated to ms), `YYYY-MM-DD` as UTC midnight,
+//! and `YYYY-MM-DDTHH:MM[:SS[.f]]` without a zone as local time. The common
+//! transcript form `YYYY-MM-DDTHH:MM:SS.sssZ` takes a fast path.
+
+use jiff::Timestamp;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The inclusive `[since, until]` window; `None` is an open end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl Window {
+    /// A line with no timestamp is always kept.
+    pub fn contains(&self, ts_ms: Option<i64>) -> bool {
+        let Some(ts) = ts_ms else { return true };
+        self.since_ms.is_none_or(|since| ts >= since)
+            && self.until_ms.is_none_or(|until| ts <= until)
+    }
+}
+
+/// Epoch ms of `text`, or `None` when it is not a date we accept.
+pub fn parse_date_ms(text: &str) -> Option<i64> {
+    if let Some(ms) = fast_utc_ms(text.as_bytes()) {
+        return Some(ms);
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() < 10 || !is_ymd(&bytes[..10]) {
+        return None;
+    }
+    if bytes.len() == 10 {
+        let date: Date = text.parse().ok()?;
+        let ts = TimeZone::UTC
+            .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
+            .ok()?;
+        return Some(ts.as_millisecond());
+    }
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return Some(ts.as_millisecond());
+    }
+    let sep = bytes[10];
+    if sep == b'T' || sep == b't' || sep == b' ' {
+        let datetime: DateTime = text.parse().ok()?;
+        let ts = TimeZone::system().to_timestamp(datetime).ok()?;
+        return Some(ts.as_millisecond());
+    }
+    None
+}
+
+/// A transcript `timestamp`: an ISO string or epoch-ms number.
+pub fn timestamp_ms(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::String(text) => parse_date_ms(text),
+        serde_json::Value::Number(number) => {
+            let ms = number.as_f64()?;
+            (ms.is_finite() && ms.abs() <= 8.64e15).then(|| ms.trunc() as i64)
+        }
+        _ => None,
+    }
+}
+
+fn is_ymd(bytes: &[u8]) -> bool {
+    bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(index, byte)| index == 4 || index == 7 || byte.is_ascii_digit())
+}
+
+fn digits(bytes: &[u8]) -> Option<i64> {
+    let mut value = 0i64;
+    for byte in bytes {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(byte - b'0');
+    }
+    Some(value)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff...]Z` without allocating.
+fn fast_utc_ms(bytes: &[u8]) -> Option<i64> {
+    if bytes.len() < 20 || bytes[bytes.len() - 1] != b'Z' || bytes[10] != b'T' {
+        return None;
+    }
+    if !is_ymd(&bytes[..10]) || bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let year = digits(&bytes[0..4])?;
+    let month = digits(&bytes[5..7])?;
+    let day = digits(&bytes[8..10])?;
+    let hour = digits(&bytes[11..13])?;
+    let minute = digits(&bytes[14..16])?;
+    let second = digits(&bytes[17..19])?;
+    let rest = &bytes[19..bytes.len() - 1];
+    let millis = match rest {
+        [] => 0,
+        [b'.', fraction @ ..] if !fraction.is_empty() && fraction.len() <= 9 => {
+            let mut padded = [b'0'; 3];
+            for (slot, byte) in padded.iter_mut().zip(fraction) {
+                *slot = *byte;
+            }
+            digits(fraction)?;
+            digits(&padded)?
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(days * DAY_MS + ((hour * 60 + minute) * 60 + second) * 1000 + millis)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.sssZ` for epoch ms (years 0..=9999).
+pub fn iso_from_ms(ms: i64) -> String {
+    let days = ms.div_euclid(DAY_MS);
+    let in_day = ms.rem_euclid(DAY_MS);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iso(text: &str) -> Option<String> {
+        parse_date_ms(text).map(iso_from_ms)
+    }
+
+    #[test]
+    fn accepts_the_reference_shapes() {
+        assert_eq!(
+            iso("2026-01-01").as_deref(),
+            Some("2026-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            iso("2026-01-01T00:00:00Z").as_deref(),
+            Some("2026-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            iso("2026-01-01T02:00:00+02:00").as_deref(),
+            Some("2026-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            iso("2026-01-01T12:00Z").as_deref(),
+            Some("2026-01-01T12:00:00.000Z")
+        );
+        assert_eq!(
+            iso("2025-10-01 12:00:00Z").as_deref(),
+            Some("2025-10-01T12:00:00.000Z")
+        );
+        assert_eq!(
+            iso("2025-10-01T12:00:00.123456Z").as_deref(),
+            Some("2025-10-01T12:00:00.123Z")
+        );
+        assert_eq!(
+            iso("2025-10-01T12:00:00.5Z").as_deref(),
+            Some("2025-10-01T12:00:00.500Z")
+        );
+        assert!(parse_date_ms("2026-01-01T00:00:00").is_some(), "local time");
+        for bad in [
+            "1735689600000",
+            "20260101",
+            "2026-13-01",
+            "now",
+            "",
+            "2026-02-30T00:00:00Z",
+            "notadate",
+        ] {
+            assert_eq!(parse_date_ms(bad), None, "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_jiff() {
+        for text in [
+            "1970-01-01T00:00:00.000Z",
+            "2000-02-29T23:59:59.999Z",
+            "2026-11-25T09:01:11.123Z",
+        ] {
+            let jiff: Timestamp = text.parse().unwrap();
+            assert_eq!(
+                fast_utc_ms(text.as_bytes()),
+                Some(jiff.as_millisecond()),
+                "{text}"
+            );
+            assert_eq!(iso_from_ms(jiff.as_millisecond()), text);
+        }
+    }
+
+    #[test]
+    fn the_window_is_inclusive_and_keeps_untimed_lines() {
+        let window = Window {
+            since_ms: Some(10),
+            until_ms: Some(20),
+        };
+        assert!(window.contains(Some(10)) && window.contains(Some(20)) && window.contains(None));
+        assert!(!window.contains(Some(9)) && !window.contains(Some(21)));
+        assert!(Window::default().contains(Some(i64::MIN)));
+    }
+}

@@ -1,0 +1,115 @@
+//! `hyp query sql`: one read-only statement over the cache. The database is
+//! opened read-only with `query_only`, and a statement SQLite says would
+//! write is refused before it runs.
+
+use std::path::Path;
+
+use rusqlite::types::ValueRef;
+
+use super::CacheError;
+use super::writer::open_read_only;
+
+/// One result cell, typed as SQLite returned it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    /// A blob, as lowercase hex.
+    Blob(String),
+}
+
+/// Column names plus rows of cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// Run `sql` against the cache at `path`.
+pub fn run_sql(path: &Path, sql: &str) -> Result<QueryResult, CacheError> {
+    let conn = open_read_only(path)?;
+    let mut statement = conn.prepare(sql)?;
+    if !statement.readonly() {
+        return Err(CacheError::WriteRefused);
+    }
+    let columns: Vec<String> = statement
+        .column_names()
+        .map(|name| name.to_string())
+        .collect();
+    let width = columns.len();
+    let mut rows_out = Vec::new();
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let mut cells = Vec::with_capacity(width);
+        for index in 0..width {
+            cells.push(match row.get_ref(index)? {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(value) => Cell::Integer(value),
+                ValueRef::Real(value) => Cell::Real(value),
+                ValueRef::Text(bytes) => Cell::Text(String::from_utf8_lossy(bytes).into_owned()),
+                ValueRef::Blob(bytes) => {
+                    Cell::Blob(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+                }
+            });
+        }
+        rows_out.push(cells);
+    }
+    Ok(QueryResult {
+        columns,
+        rows: rows_out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::schema::MessageRow;
+    use crate::cache::writer::CacheWriter;
+
+    #[test]
+    fn reads_rows_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        assert!(matches!(
+            run_sql(&path, "SELECT 1"),
+            Err(CacheError::Missing { .. })
+        ));
+        let mut writer = CacheWriter::open(&path).unwrap();
+        let row = MessageRow {
+            part_id: "a#0".into(),
+            role: "user".into(),
+            ..MessageRow::default()
+        };
+        writer.insert(&[row]).unwrap();
+        writer.commit().unwrap();
+        let result = run_sql(
+            &path,
+            "SELECT part_id, role, 1.5 AS x, NULL AS n FROM ai_gateway_messages",
+        )
+        .unwrap();
+        assert_eq!(result.columns, ["part_id", "role", "x", "n"]);
+        assert_eq!(
+            result.rows,
+            [vec![
+                Cell::Text("a#0".into()),
+                Cell::Text("user".into()),
+                Cell::Real(1.5),
+                Cell::Null
+            ]]
+        );
+        for sql in [
+            "DELETE FROM ai_gateway_messages",
+            "INSERT INTO imported_files (path) VALUES ('x')",
+            "DROP TABLE ai_gateway_messages",
+        ] {
+            assert!(
+                matches!(run_sql(&path, sql), Err(CacheError::WriteRefused)),
+                "{sql}"
+            );
+        }
+        let count = run_sql(&path, "SELECT count(*) FROM ai_gateway_messages").unwrap();
+        assert_eq!(count.rows, [vec![Cell::Integer(1)]]);
+    }
+}

@@ -1,0 +1,283 @@
+//! The cache's tables: `ai_gateway_messages` (the 56 columns of the
+//! reference's row schema, same names, same order) and `imported_files`
+//! (which history files a run already imported, under which window).
+//!
+//! Storage rules: JSON columns hold compact JSON text, timestamps ISO-8601
+//! UTC text with milliseconds (they sort lexically), booleans 0/1, and
+//! `part_id` is unique so re-imports are no-ops.
+
+use rusqlite::types::ToSql;
+
+/// The 56 columns in declaration order.
+pub const COLUMNS: [&str; 56] = [
+    "gateway_id",
+    "schema_version",
+    "session_id",
+    "conversation_id",
+    "user_id",
+    "provider",
+    "model",
+    "system_text",
+    "tools",
+    "conversation_started_at",
+    "conversation_source",
+    "client_name",
+    "cwd",
+    "git_branch",
+    "git_remote",
+    "head_sha",
+    "repo_root",
+    "client_version",
+    "entrypoint",
+    "user_type",
+    "permission_mode",
+    "is_sidechain",
+    "agent_id",
+    "parent_thread_id",
+    "message_id",
+    "previous_message_id",
+    "provider_uuid",
+    "parent_uuid",
+    "logical_parent_uuid",
+    "source_tool_assistant_uuid",
+    "request_id",
+    "prompt_id",
+    "message_index",
+    "message_created_at",
+    "role",
+    "part_id",
+    "part_index",
+    "part_type",
+    "provider_type",
+    "provider_subtype",
+    "content_text",
+    "tool_name",
+    "tool_call_id",
+    "tool_args",
+    "caller_type",
+    "tool_result_for",
+    "thinking_signature",
+    "attachment_type",
+    "hook_event",
+    "is_error",
+    "is_compact_summary",
+    "compact_metadata",
+    "status",
+    "attributes",
+    "raw_frame",
+    "date",
+];
+
+/// Columns that must never be NULL.
+const REQUIRED: [&str; 14] = [
+    "gateway_id",
+    "schema_version",
+    "session_id",
+    "provider",
+    "conversation_started_at",
+    "message_id",
+    "message_index",
+    "message_created_at",
+    "role",
+    "part_id",
+    "part_index",
+    "part_type",
+    "date",
+    "previous_message_id",
+];
+
+const INTEGER_COLUMNS: [&str; 6] = [
+    "schema_version",
+    "message_index",
+    "part_index",
+    "is_sidechain",
+    "is_error",
+    "is_compact_summary",
+];
+
+/// One `ai_gateway_messages` row. JSON columns are already compact JSON
+/// text, timestamps already ISO-8601 UTC with milliseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageRow {
+    pub gateway_id: String,
+    pub schema_version: i64,
+    pub session_id: String,
+    pub conversation_id: Option<String>,
+    pub user_id: Option<String>,
+    pub provider: String,
+    pub model: Option<String>,
+    pub system_text: Option<String>,
+    pub tools: Option<String>,
+    pub conversation_started_at: String,
+    pub conversation_source: Option<String>,
+    pub client_name: Option<String>,
+    pub cwd: Option<String>,
+    pub git_branch: Option<String>,
+    pub git_remote: Option<String>,
+    pub head_sha: Option<String>,
+    pub repo_root: Option<String>,
+    pub client_version: Option<String>,
+    pub entrypoint: Option<String>,
+    pub user_type: Option<String>,
+    pub permission_mode: Option<String>,
+    pub is_sidechain: Option<bool>,
+    pub agent_id: Option<String>,
+    pub parent_thread_id: Option<String>,
+    pub message_id: String,
+    pub previous_message_id: String,
+    pub provider_uuid: Option<String>,
+    pub parent_uuid: Option<String>,
+    pub logical_parent_uuid: Option<String>,
+    pub source_tool_assistant_uuid: Option<String>,
+    pub request_id: Option<String>,
+    pub prompt_id: Option<String>,
+    pub message_index: i64,
+    pub message_created_at: String,
+    pub role: String,
+    pub part_id: String,
+    pub part_index: i64,
+    pub part_type: String,
+    pub provider_type: Option<String>,
+    pub provider_subtype: Option<String>,
+    pub content_text: Option<String>,
+    pub tool_name: Option<String>,
+    pub tool_call_id: Option<String>,
+    pub tool_args: Option<String>,
+    pub caller_type: Option<String>,
+    pub tool_result_for: Option<String>,
+    pub thinking_signature: Option<String>,
+    pub attachment_type: Option<String>,
+    pub hook_event: Option<String>,
+    pub is_error: Option<bool>,
+    pub is_compact_summary: Option<bool>,
+    pub compact_metadata: Option<String>,
+    pub status: Option<String>,
+    pub attributes: Option<String>,
+    pub raw_frame: Option<String>,
+    pub date: String,
+}
+
+impl MessageRow {
+    /// The row's values in [`COLUMNS`] order, ready to bind.
+    pub fn values(&self) -> [&dyn ToSql; 56] {
+        [
+            &self.gateway_id,
+            &self.schema_version,
+            &self.session_id,
+            &self.conversation_id,
+            &self.user_id,
+            &self.provider,
+            &self.model,
+            &self.system_text,
+            &self.tools,
+            &self.conversation_started_at,
+            &self.conversation_source,
+            &self.client_name,
+            &self.cwd,
+            &self.git_branch,
+            &self.git_remote,
+            &self.head_sha,
+            &self.repo_root,
+            &self.client_version,
+            &self.entrypoint,
+            &self.user_type,
+            &self.permission_mode,
+            &self.is_sidechain,
+            &self.agent_id,
+            &self.parent_thread_id,
+            &self.message_id,
+            &self.previous_message_id,
+            &self.provider_uuid,
+            &self.parent_uuid,
+            &self.logical_parent_uuid,
+            &self.source_tool_assistant_uuid,
+            &self.request_id,
+            &self.prompt_id,
+            &self.message_index,
+            &self.message_created_at,
+            &self.role,
+            &self.part_id,
+            &self.part_index,
+            &self.part_type,
+            &self.provider_type,
+            &self.provider_subtype,
+            &self.content_text,
+            &self.tool_name,
+            &self.tool_call_id,
+            &self.tool_args,
+            &self.caller_type,
+            &self.tool_result_for,
+            &self.thinking_signature,
+            &self.attachment_type,
+            &self.hook_event,
+            &self.is_error,
+            &self.is_compact_summary,
+            &self.compact_metadata,
+            &self.status,
+            &self.attributes,
+            &self.raw_frame,
+            &self.date,
+        ]
+    }
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for both tables plus their indexes.
+pub fn create_statements() -> String {
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .map(|name| {
+            let kind = if INTEGER_COLUMNS.contains(name) {
+                "INTEGER"
+            } else {
+                "TEXT"
+            };
+            let null = if REQUIRED.contains(name) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("  {name} {kind}{null}")
+        })
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS ai_gateway_messages (\n{},\n  UNIQUE(part_id)\n);\n\
+         CREATE INDEX IF NOT EXISTS ai_gateway_messages_session_id ON ai_gateway_messages(session_id);\n\
+         CREATE INDEX IF NOT EXISTS ai_gateway_messages_date ON ai_gateway_messages(date);\n\
+         CREATE TABLE IF NOT EXISTS imported_files (\n  path TEXT PRIMARY KEY,\n  provider TEXT NOT NULL,\n  size INTEGER NOT NULL,\n  mtime_ns INTEGER NOT NULL,\n  since_ms INTEGER,\n  until_ms INTEGER,\n  imported_at TEXT NOT NULL\n);\n",
+        columns.join(",\n")
+    )
+}
+
+/// The conflict-ignoring insert every run uses.
+pub fn insert_statement() -> String {
+    let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|n| format!("?{n}")).collect();
+    format!(
+        "INSERT OR IGNORE INTO ai_gateway_messages ({}) VALUES ({})",
+        COLUMNS.join(", "),
+        placeholders.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_has_the_56_reference_columns() {
+        assert_eq!(COLUMNS.len(), 56);
+        let unique: std::collections::BTreeSet<_> = COLUMNS.iter().collect();
+        assert_eq!(unique.len(), 56);
+        for name in REQUIRED.iter().chain(INTEGER_COLUMNS.iter()) {
+            assert!(COLUMNS.contains(name), "{name} is a column");
+        }
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(&create_statements()).unwrap();
+        let row = MessageRow {
+            part_id: "m#0".into(),
+            ..MessageRow::default()
+        };
+        let mut insert = conn.prepare(&insert_statement()).unwrap();
+        assert_eq!(insert.execute(row.values().as_slice()).unwrap(), 1);
+        assert_eq!(insert.execute(row.values().as_slice()).unwrap(), 0);
+    }
+}

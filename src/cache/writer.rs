@@ -1,0 +1,261 @@
+//! The one writer of the cache. It batches inserts into large transactions
+//! (one prepared statement, conflict-ignore on `part_id`) and records
+//! `imported_files` entries in the same transaction as a file's last rows,
+//! so a file is never marked imported before all its rows are durable.
+//!
+//! Concurrency with another process (the daemon's backfill child and a
+//! person's manual run) is SQLite's: WAL, `BEGIN IMMEDIATE` and a long busy
+//! timeout; transactions are committed every few thousand rows so neither
+//! holds the write lock for long.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::CacheError;
+use super::schema::{MessageRow, create_statements, insert_statement};
+
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A transaction is committed once it holds this many rows.
+const ROWS_PER_TRANSACTION: usize = 25_000;
+
+/// One history file a run imported completely, and the window it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedFile {
+    pub path: String,
+    pub provider: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Lower bound of the window in epoch ms; `None` = open.
+    pub since_ms: Option<i64>,
+    /// Upper bound of the window in epoch ms; `None` = open.
+    pub until_ms: Option<i64>,
+}
+
+impl ImportedFile {
+    /// Whether this record makes re-reading the same file under the window
+    /// `[since_ms, until_ms]` pointless: same size and mtime, and the
+    /// recorded window contains the new one.
+    pub fn covers(
+        &self,
+        size: u64,
+        mtime_ns: i64,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+    ) -> bool {
+        let lower_ok = match (self.since_ms, since_ms) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(old), Some(new)) => old <= new,
+        };
+        let upper_ok = match (self.until_ms, until_ms) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(old), Some(new)) => old >= new,
+        };
+        self.size == size && self.mtime_ns == mtime_ns && lower_ok && upper_ok
+    }
+}
+
+/// The cache opened for writing. Create it on the thread that will use it.
+pub struct CacheWriter {
+    conn: Connection,
+    rows_in_transaction: usize,
+}
+
+impl CacheWriter {
+    /// Open (creating the file, directory and schema when needed).
+    pub fn open(path: &Path) -> Result<CacheWriter, CacheError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| CacheError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| CacheError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
+        )
+        .map_err(open_err)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}COMMIT;", create_statements()))
+            .map_err(open_err)?;
+        Ok(CacheWriter {
+            conn,
+            rows_in_transaction: 0,
+        })
+    }
+
+    fn begin_if_needed(&mut self) -> Result<(), CacheError> {
+        if self.conn.is_autocommit() {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.rows_in_transaction = 0;
+        }
+        Ok(())
+    }
+
+    /// Insert `rows`, ignoring ones whose `part_id` is already stored.
+    /// Returns how many were new.
+    pub fn insert(&mut self, rows: &[MessageRow]) -> Result<u64, CacheError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        self.begin_if_needed()?;
+        let mut statement = self.conn.prepare_cached(&insert_statement())?;
+        let mut inserted = 0;
+        for row in rows {
+            inserted += statement.execute(row.values().as_slice())? as u64;
+        }
+        self.rows_in_transaction += rows.len();
+        Ok(inserted)
+    }
+
+    /// Record that `file` is fully imported (in the current transaction).
+    pub fn mark_imported(&mut self, file: &ImportedFile) -> Result<(), CacheError> {
+        self.begin_if_needed()?;
+        let mut statement = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO imported_files (path, provider, size, mtime_ns, since_ms, until_ms, imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        statement.execute(params![
+            file.path,
+            file.provider,
+            file.size as i64,
+            file.mtime_ns,
+            file.since_ms,
+            file.until_ms,
+            crate::time::now_iso()
+        ])?;
+        Ok(())
+    }
+
+    /// Commit when the open transaction has grown large.
+    pub fn commit_if_large(&mut self) -> Result<(), CacheError> {
+        if self.rows_in_transaction >= ROWS_PER_TRANSACTION {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commit whatever is pending.
+    pub fn commit(&mut self) -> Result<(), CacheError> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+        }
+        self.rows_in_transaction = 0;
+        Ok(())
+    }
+}
+
+/// The `imported_files` ledger, read without opening the cache for writing.
+/// A missing or unreadable cache reads as empty (everything gets parsed).
+pub fn read_imported_files(path: &Path) -> HashMap<String, ImportedFile> {
+    let Ok(conn) = open_read_only(path) else {
+        return HashMap::new();
+    };
+    let read = || -> Result<HashMap<String, ImportedFile>, rusqlite::Error> {
+        let mut statement = conn.prepare(
+            "SELECT path, provider, size, mtime_ns, since_ms, until_ms FROM imported_files",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(ImportedFile {
+                path: row.get(0)?,
+                provider: row.get(1)?,
+                size: row.get::<_, i64>(2)?.max(0) as u64,
+                mtime_ns: row.get(3)?,
+                since_ms: row.get(4)?,
+                until_ms: row.get(5)?,
+            })
+        })?;
+        let mut out = HashMap::new();
+        for file in rows {
+            let file = file?;
+            out.insert(file.path.clone(), file);
+        }
+        Ok(out)
+    };
+    read().unwrap_or_default()
+}
+
+/// Open the cache read-only (`query_only` too), failing when it is absent.
+pub fn open_read_only(path: &Path) -> Result<Connection, CacheError> {
+    if !path.exists() {
+        return Err(CacheError::Missing {
+            path: PathBuf::from(path),
+        });
+    }
+    let open_err = |source| CacheError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(since: Option<i64>, until: Option<i64>) -> ImportedFile {
+        ImportedFile {
+            path: "/p".into(),
+            provider: "claude".into(),
+            size: 10,
+            mtime_ns: 5,
+            since_ms: since,
+            until_ms: until,
+        }
+    }
+
+    #[test]
+    fn a_record_covers_only_narrower_windows_of_the_same_file() {
+        assert!(record(None, None).covers(10, 5, Some(1), Some(2)));
+        assert!(record(Some(100), None).covers(10, 5, Some(150), None));
+        assert!(!record(Some(100), None).covers(10, 5, Some(50), None));
+        assert!(!record(Some(100), None).covers(10, 5, None, None));
+        assert!(!record(None, Some(100)).covers(10, 5, None, None));
+        assert!(record(None, Some(100)).covers(10, 5, None, Some(100)));
+        assert!(!record(None, None).covers(11, 5, None, None));
+        assert!(!record(None, None).covers(10, 6, None, None));
+    }
+
+    #[test]
+    fn writer_marks_and_the_ledger_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/cache.db");
+        let mut writer = CacheWriter::open(&path).unwrap();
+        let row = MessageRow {
+            part_id: "a#0".into(),
+            ..MessageRow::default()
+        };
+        assert_eq!(writer.insert(&[row.clone(), row]).unwrap(), 1);
+        writer.mark_imported(&record(Some(1), None)).unwrap();
+        writer.commit().unwrap();
+        let ledger = read_imported_files(&path);
+        assert_eq!(ledger.get("/p"), Some(&record(Some(1), None)));
+        assert!(read_imported_files(&dir.path().join("absent.db")).is_empty());
+    }
+}
