@@ -1,4 +1,10 @@
 //! The client action reconciler: the marker store, the generic pass, the
 //! backfill handler, the child chokepoint and the worker thread.
 
+pub mod backoff;
+pub mod child;
+pub mod handler;
+pub mod reconciler;
+pub mod sanitize;
+pub mod store;
 pub mod worker;
