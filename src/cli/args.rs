@@ -21,16 +21,16 @@ pub struct Cli {
 pub enum Command {
     /// Show this machine's health: config, daemon, cache, remote config, client actions
     Status(crate::cli::status::StatusArgs),
-    /// Check, show and locate the configuration layers
-    Config(crate::cli::config::ConfigArgs),
-    /// Run the daemon, or manage and inspect it (start, stop, status, logs, install)
-    Daemon(crate::cli::daemon::DaemonArgs),
-    /// Print the version and where hyp keeps its state
-    Version,
     Join(crate::cli::join::JoinArgs),
     Leave(crate::cli::join::LeaveArgs),
+    /// Run the daemon, or manage and inspect it (start, stop, status, logs, install)
+    Daemon(crate::cli::daemon::DaemonArgs),
     /// Import local Claude Code and Codex history into the cache
     Backfill(crate::cli::backfill::BackfillArgs),
     /// Query the local cache with read-only SQL
     Query(crate::cli::query::QueryArgs),
+    /// Check, show and locate the configuration layers
+    Config(crate::cli::config::ConfigArgs),
+    /// Print the version and where hyp keeps its state
+    Version,
 }

@@ -13,14 +13,13 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
 pub mod args;
+mod backfill;
 pub mod config;
 pub mod daemon;
 pub mod join;
 pub mod output;
-mod status;
-mod backfill;
-pub mod output;
 mod query;
+mod status;
 mod version;
 
 use args::{Cli, Command};

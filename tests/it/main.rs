@@ -10,6 +10,6 @@ mod daemon;
 mod fake_central;
 mod fleet;
 mod join;
-mod status;
 mod query;
+mod status;
 mod support;

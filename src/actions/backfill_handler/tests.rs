@@ -33,6 +33,7 @@ fn config(plugins: Value) -> EffectiveConfig {
         document: json!({"version": 2, "plugins": plugins}),
         plugins: entries,
         has_central_layer: true,
+        ..Default::default()
     }
 }
 
