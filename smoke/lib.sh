@@ -152,6 +152,22 @@ status_json() {
   "$HYP_BIN" status --json | json_get - "$1"
 }
 
+# serve_then_silence ETAG DOCUMENT: serve it once, then go silent, so the
+# host applies it and can never confirm it.
+serve_then_silence() {
+  admin POST /_admin/config "{\"etag\": \"$1\", \"document\": $2, \"then_silence\": true}"
+}
+
+# Predicates over `hyp status --json`, for wait_for.
+confirmed() { [ "$(status_json "d['remote_config']['running_etag'] if d['remote_config']['probation'] is None else None")" = "$1" ]; }
+under_probation() { [ "$(status_json "(d['remote_config']['probation'] or {}).get('etag')")" = "$1" ]; }
+bad_etag_is() { [ "$(status_json "(d['remote_config']['bad_etag'] or {}).get('etag')")" = "$1" ]; }
+rolled_back_for() { [ "$(status_json "(d['remote_config']['last_rollback'] or {}).get('reason')")" = "$1" ]; }
+
+# event_count EVENT: how many times the daemon logged EVENT.
+event_count() { grep -c "\"event\":\"$1\"" "$HYP_HOME/hypaware/logs/daemon.log" || true; }
+event_count_above() { [ "$(event_count "$1")" -gt "$2" ]; }
+
 # action_state KEY: the client action state of backfill KEY (or "none").
 action_state() {
   status_json "next((r.get('state') for r in (d['client_actions'] or []) if r['request_key']=='$1'), 'none')"
