@@ -19,6 +19,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show or retry the client actions the daemon performs (backfill on join)
+    #[command(arg_required_else_help = false)]
+    Actions(crate::cli::actions::ActionsArgs),
     /// Print the version and where hyp keeps its state
     Version,
 }

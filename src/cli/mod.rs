@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
+pub mod actions;
 pub mod args;
 pub mod output;
 mod version;
@@ -150,6 +151,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Code, CliError> {
     match cli.command {
+        Command::Actions(args) => actions::run(args),
         Command::Version => version::run(),
     }
 }

@@ -2,5 +2,6 @@
 //! [`TestEnv`], which gives it a private `HOME` and `HYP_HOME` and a scrubbed
 //! environment. One crate, one harness; a module per capability.
 
+mod actions;
 mod cli;
 mod support;
