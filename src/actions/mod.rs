@@ -8,6 +8,7 @@ pub mod handler;
 pub mod op_queue;
 pub mod reconciler;
 pub mod recovery;
+pub mod rows;
 pub mod sanitize;
 pub mod store;
 pub mod worker;

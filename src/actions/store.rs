@@ -312,6 +312,38 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_read_modify_writes_never_lose_an_update() {
+        let (_dir, store) = store();
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        store
+                            .modify(|doc| {
+                                let count = doc
+                                    .marker("test", "counter")
+                                    .and_then(|marker| marker.get("count"))
+                                    .and_then(Value::as_u64)
+                                    .unwrap_or(0);
+                                let mut marker = marker("done");
+                                marker.insert("count".into(), json!(count + 1));
+                                marker.insert("last_writer".into(), json!(writer));
+                                doc.set_marker("test", "counter", marker);
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let doc = store.read().unwrap();
+        assert_eq!(doc.marker("test", "counter").unwrap()["count"], 200);
+    }
+
+    #[test]
     fn replacing_a_marker_keeps_its_position() {
         let (_dir, store) = store();
         store

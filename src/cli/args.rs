@@ -31,6 +31,9 @@ pub enum Command {
     Query(crate::cli::query::QueryArgs),
     /// Check, show and locate the configuration layers
     Config(crate::cli::config::ConfigArgs),
+    /// Show or retry the client actions the daemon performs (backfill on join)
+    #[command(arg_required_else_help = false)]
+    Actions(crate::cli::actions::ActionsArgs),
     /// Print the version and where hyp keeps its state
     Version,
 }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
+pub mod actions;
 pub mod args;
 mod backfill;
 pub mod config;
@@ -159,6 +160,7 @@ fn run(cli: Cli) -> Result<Code, CliError> {
         Command::Status(args) => status::run(&args),
         Command::Config(args) => config::run(&args),
         Command::Daemon(args) => daemon::run(args),
+        Command::Actions(args) => actions::run(args),
         Command::Version => version::run(),
         Command::Join(args) => join::run_join(&args),
         Command::Leave(args) => join::run_leave(&args),

@@ -3,6 +3,7 @@
 //! environment. One crate, one harness; a module per capability.
 
 mod backfill;
+mod actions;
 mod cli;
 mod config;
 mod control;
