@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
+use crate::actions::rows::ActionRow;
 use crate::config::{self, EffectiveConfig, catalog};
 use crate::paths::Paths;
 use crate::statefile::{self, StateRead};
@@ -412,9 +413,8 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
     }
 }
 
-/// The reconciler's rows (same gate as `desired()`), or `None` when nothing
-/// applies.
-fn client_actions(paths: &Paths, effective: &EffectiveConfig) -> Option<Vec<Value>> {
-    let _ = (paths, effective);
-    None
+/// The reconciler's rows, through the same gate as its `desired()`, or
+/// `None` when nothing applies.
+fn client_actions(paths: &Paths, effective: &EffectiveConfig) -> Option<Vec<ActionRow>> {
+    crate::actions::rows::collect(paths, effective)
 }

@@ -213,61 +213,12 @@ fn remote_config(out: &mut String, report: &StatusReport) {
 }
 
 fn client_actions(out: &mut String, report: &StatusReport) {
-    let Some(rows) = &report.client_actions else {
+    let Some(rows) = report.client_actions.as_ref().filter(|rows| !rows.is_empty()) else {
         return;
     };
-    if rows.is_empty() {
-        return;
-    }
     let _ = writeln!(out, "  client actions:");
     for row in rows {
-        let text = |key: &str| row.get(key).and_then(Value::as_str).unwrap_or_default();
-        let number = |key: &str| row.get(key).and_then(Value::as_u64);
-        let state = text("state");
-        let mut bits = Vec::new();
-        match state {
-            "done" => {
-                bits.extend(number("rows").map(|rows| format!("{rows} rows")));
-                if !text("at").is_empty() {
-                    bits.push(format!("at {}", label(text("at"))));
-                }
-            }
-            "failed" => {
-                if !text("reason").is_empty() {
-                    bits.push(error_text(text("reason")));
-                }
-                if !text("last_attempt").is_empty() {
-                    bits.push(format!("last attempt {}", label(text("last_attempt"))));
-                }
-                if let Some(attempts) = number("attempts") {
-                    let plural = if attempts == 1 { "" } else { "s" };
-                    bits.push(format!("{attempts} attempt{plural}"));
-                }
-                if !text("next_attempt").is_empty() {
-                    bits.push(format!("next attempt {}", label(text("next_attempt"))));
-                }
-            }
-            "running" => {
-                bits.extend(number("pid").map(|pid| format!("pid {pid}")));
-                if !text("since").is_empty() {
-                    bits.push(format!("since {}", label(text("since"))));
-                }
-            }
-            "refused" if !text("reason").is_empty() => bits.push(error_text(text("reason"))),
-            _ => {}
-        }
-        let detail = if bits.is_empty() {
-            String::new()
-        } else {
-            format!("  ({})", bits.join(", "))
-        };
-        let _ = writeln!(
-            out,
-            "    - {} {}  [{}]{detail}",
-            label(text("kind")),
-            label(text("request_key")),
-            label(state)
-        );
+        let _ = writeln!(out, "    - {}", crate::actions::rows::render_text(row));
     }
 }
 

@@ -19,7 +19,7 @@ pub struct StatusReport {
     pub config_layers: Option<ConfigLayers>,
     pub remote_config: RemoteConfig,
     /// `null` when nothing applies (a non-joined host with no markers).
-    pub client_actions: Option<Vec<Value>>,
+    pub client_actions: Option<Vec<crate::actions::rows::ActionRow>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 

@@ -21,6 +21,7 @@ fn config(joined: bool, plugins: Value) -> EffectiveConfig {
         document: json!({"version": 2, "plugins": plugins}),
         plugins: entries,
         has_central_layer: joined,
+        ..Default::default()
     }
 }
 
