@@ -5,6 +5,7 @@
 //! ids, part mapping, `content_text` with base64 payloads stripped, tool-name
 //! lookup within the item, status, and the attributes merge.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
@@ -336,7 +337,7 @@ fn row_for_block(
             .provider_subtype
             .clone()
             .or_else(|| block_type.clone()),
-        content_text: content_text(block).map(|text| strip_base64_payloads(&text)),
+        content_text: content_text(block).map(strip_base64_payloads),
         tool_name,
         tool_call_id: tool_call_id.clone(),
         tool_args: if is_call {
@@ -386,13 +387,14 @@ pub fn non_empty_str(value: &Value) -> Option<&str> {
     value.as_str().filter(|text| !text.is_empty())
 }
 
-/// A string becomes one text block; an array is kept; anything else is empty.
-pub fn normalize_content(content: &Value) -> Vec<Value> {
+/// A string becomes one text block; an array is kept (borrowed); anything
+/// else is empty.
+pub fn normalize_content(content: &Value) -> Cow<'_, [Value]> {
     match content {
-        Value::String(text) if text.is_empty() => Vec::new(),
-        Value::String(text) => vec![json!({"type": "text", "text": text})],
-        Value::Array(blocks) => blocks.clone(),
-        _ => Vec::new(),
+        Value::String(text) if text.is_empty() => Cow::Owned(Vec::new()),
+        Value::String(text) => Cow::Owned(vec![json!({"type": "text", "text": text})]),
+        Value::Array(blocks) => Cow::Borrowed(blocks.as_slice()),
+        _ => Cow::Owned(Vec::new()),
     }
 }
 
@@ -471,10 +473,10 @@ pub fn merge_json_objects(target: &mut Map<String, Value>, source: &Map<String, 
 }
 
 /// Replace every `data:<type>;base64,<payload>` with a `<stripped>` marker.
-pub fn strip_base64_payloads(text: &str) -> String {
+pub fn strip_base64_payloads(text: String) -> String {
     const MARKER: &str = ";base64,";
     if !text.contains(MARKER) {
-        return text.to_string();
+        return text;
     }
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -541,20 +543,24 @@ mod tests {
     #[test]
     fn base64_payloads_are_stripped() {
         assert_eq!(
-            strip_base64_payloads("data:image/png;base64,AAAA== ok"),
+            strip_base64_payloads("data:image/png;base64,AAAA== ok".into()),
             "data:image/png;base64,<stripped> ok"
         );
         assert_eq!(
-            strip_base64_payloads("a data:;base64,QQ== b data:application/pdf;base64,JVBE"),
+            strip_base64_payloads("a data:;base64,QQ== b data:application/pdf;base64,JVBE".into()),
             "a data:application/octet-stream;base64,<stripped> b data:application/pdf;base64,<stripped>"
         );
         assert_eq!(
-            strip_base64_payloads("no data: here;base64, x"),
+            strip_base64_payloads("no data: here;base64, x".into()),
             "no data: here;base64, x"
         );
-        assert_eq!(strip_base64_payloads("plain"), "plain");
-        let stripped = strip_base64_payloads("data:image/png;base64,AAAA");
-        assert_eq!(strip_base64_payloads(&stripped), stripped, "idempotent");
+        assert_eq!(strip_base64_payloads("plain".into()), "plain");
+        let stripped = strip_base64_payloads("data:image/png;base64,AAAA".into());
+        assert_eq!(
+            strip_base64_payloads(stripped.clone()),
+            stripped,
+            "idempotent"
+        );
     }
 
     #[test]
