@@ -270,16 +270,15 @@ fn row_for_block(
         .unwrap_or_else(|| ctx.ts_start.to_string());
     let date = message_created_at.get(..10).unwrap_or_default().to_string();
 
-    let mut attributes = ctx.client_attributes.clone();
-    if is_last {
-        merge_json_objects(&mut attributes, &message.attributes);
-    } else {
-        let mut without_usage = message.attributes.clone();
-        without_usage.shift_remove("usage");
-        merge_json_objects(&mut attributes, &without_usage);
-    }
-    merge_json_objects(&mut attributes, &exchange.attributes);
-    merge_json_objects(&mut attributes, ctx.gateway);
+    let attributes = merged_json(&[
+        Layer::whole(ctx.client_attributes),
+        Layer {
+            map: &message.attributes,
+            skip: (!is_last).then_some("usage"),
+        },
+        Layer::whole(&exchange.attributes),
+        Layer::whole(ctx.gateway),
+    ]);
 
     MessageRow {
         gateway_id: GATEWAY_ID.into(),
@@ -368,7 +367,7 @@ fn row_for_block(
         is_compact_summary: message.is_compact_summary,
         compact_metadata: message.compact_metadata.as_ref().and_then(json_text),
         status: status(block, block_type.as_deref()),
-        attributes: (!attributes.is_empty()).then(|| Value::Object(attributes).to_string()),
+        attributes,
         raw_frame: message
             .raw_frame
             .as_ref()
@@ -470,6 +469,103 @@ pub fn merge_json_objects(target: &mut Map<String, Value>, source: &Map<String, 
             }
         }
     }
+}
+
+/// One object in a merge, optionally without one key.
+struct Layer<'a> {
+    map: &'a Map<String, Value>,
+    skip: Option<&'static str>,
+}
+
+impl<'a> Layer<'a> {
+    fn whole(map: &'a Map<String, Value>) -> Layer<'a> {
+        Layer { map, skip: None }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        if self.skip == Some(key) {
+            return None;
+        }
+        self.map.get(key)
+    }
+}
+
+/// What one top-level key of a merge resolves to.
+enum Merged<'a> {
+    Whole(&'a Value),
+    Objects(Vec<&'a Map<String, Value>>),
+}
+
+/// The compact JSON of [`merge_json_objects`] applied left to right over
+/// `layers`, written straight from the borrowed layers (no clones). `None`
+/// when the result is empty.
+fn merged_json(layers: &[Layer<'_>]) -> Option<String> {
+    let mut keys: Vec<&str> = Vec::new();
+    for layer in layers {
+        for key in layer.map.keys() {
+            if layer.skip != Some(key.as_str()) && !keys.contains(&key.as_str()) {
+                keys.push(key);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    out.push(b'{');
+    for (index, key) in keys.iter().enumerate() {
+        let mut state: Option<Merged<'_>> = None;
+        for value in layers.iter().filter_map(|layer| layer.get(key)) {
+            state = Some(match (state, value) {
+                (Some(Merged::Whole(Value::Object(first))), Value::Object(next)) => {
+                    Merged::Objects(vec![first, next])
+                }
+                (Some(Merged::Objects(mut maps)), Value::Object(next)) => {
+                    maps.push(next);
+                    Merged::Objects(maps)
+                }
+                _ => Merged::Whole(value),
+            });
+        }
+        if index > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, key);
+        out.push(b':');
+        match state {
+            Some(Merged::Whole(value)) => {
+                let _ = serde_json::to_writer(&mut out, value);
+            }
+            Some(Merged::Objects(maps)) => write_merged_object(&mut out, &maps),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
+}
+
+/// Inner keys in first-appearance order, the last map's value winning.
+fn write_merged_object(out: &mut Vec<u8>, maps: &[&Map<String, Value>]) {
+    let mut inner: Vec<&str> = Vec::new();
+    for map in maps {
+        for key in map.keys() {
+            if !inner.contains(&key.as_str()) {
+                inner.push(key);
+            }
+        }
+    }
+    out.push(b'{');
+    for (index, key) in inner.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        if let Some(value) = maps.iter().rev().find_map(|map| map.get(*key)) {
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+    }
+    out.push(b'}');
 }
 
 /// Replace every `data:<type>;base64,<payload>` with a `<stripped>` marker.
@@ -575,6 +671,41 @@ mod tests {
             Value::Object(target).to_string(),
             r#"{"client":{"name":"c","version":"v"},"usage":5,"gateway":{"x":1}}"#
         );
+    }
+
+    #[test]
+    fn merged_json_matches_the_cloning_merge() {
+        let layers = [
+            json!({"client": {"name": "c"}, "usage": {"a": 1}, "x": 1}),
+            json!({"claude": {"t": 1}, "usage": {"b": 2}, "x": {"o": 1}}),
+            json!({"codex": {"k": "v"}, "x": {"p": 2}, "client": {"version": "v", "name": "d"}}),
+            json!({"gateway": {"source": "backfill"}, "usage": 7}),
+        ];
+        let maps: Vec<&Map<String, Value>> = layers
+            .iter()
+            .map(|layer| layer.as_object().unwrap())
+            .collect();
+        let mut expected = Map::new();
+        for map in &maps {
+            merge_json_objects(&mut expected, map);
+        }
+        let borrowed: Vec<Layer<'_>> = maps.iter().map(|map| Layer::whole(map)).collect();
+        assert_eq!(
+            merged_json(&borrowed).unwrap(),
+            Value::Object(expected).to_string()
+        );
+        let without_usage = [
+            Layer::whole(maps[0]),
+            Layer {
+                map: maps[1],
+                skip: Some("usage"),
+            },
+        ];
+        assert_eq!(
+            merged_json(&without_usage).unwrap(),
+            r#"{"client":{"name":"c"},"usage":{"a":1},"x":{"o":1},"claude":{"t":1}}"#
+        );
+        assert_eq!(merged_json(&[Layer::whole(&Map::new())]), None);
     }
 
     #[test]
