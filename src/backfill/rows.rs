@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -107,6 +108,7 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
         .unwrap_or_else(|| exchange.session_id.clone());
     let gateway = gateway_attributes(item);
     let client_attributes = client_attributes(exchange);
+    let shared = SharedColumns::new(exchange, &ts_start);
     let mut seen: HashSet<String> = HashSet::new();
     let mut chains: HashMap<Option<String>, Chain> = HashMap::new();
     let mut tool_names: HashMap<String, String> = HashMap::new();
@@ -140,6 +142,7 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
             continue;
         }
         let row_context = RowContext {
+            shared: &shared,
             exchange,
             message,
             message_id: &message_id,
@@ -207,7 +210,58 @@ fn client_attributes(exchange: &Exchange) -> Map<String, Value> {
     out
 }
 
+/// Exchange-level columns, made once per item and shared by its rows.
+struct SharedColumns {
+    session_id: Arc<str>,
+    conversation_id: Option<Arc<str>>,
+    conversation_started_at: Arc<str>,
+    conversation_source: Option<Arc<str>>,
+    client_name: Option<Arc<str>>,
+    cwd: Option<Arc<str>>,
+    git_branch: Option<Arc<str>>,
+    git_remote: Option<Arc<str>>,
+    head_sha: Option<Arc<str>>,
+    repo_root: Option<Arc<str>>,
+    client_version: Option<Arc<str>>,
+    parent_thread_id: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+    entrypoint: Option<Arc<str>>,
+    user_type: Option<Arc<str>>,
+    permission_mode: Option<Arc<str>>,
+}
+
+impl SharedColumns {
+    fn new(exchange: &Exchange, ts_start: &str) -> SharedColumns {
+        let shared = |value: &Option<String>| value.as_deref().map(Arc::from);
+        let non_empty = |value: &str| (!value.is_empty()).then(|| Arc::from(value));
+        SharedColumns {
+            session_id: Arc::from(exchange.session_id.as_str()),
+            conversation_id: shared(&exchange.conversation_id),
+            conversation_started_at: Arc::from(
+                exchange
+                    .conversation_started_at
+                    .as_deref()
+                    .unwrap_or(ts_start),
+            ),
+            conversation_source: non_empty(&exchange.conversation_source),
+            client_name: non_empty(&exchange.client_name),
+            cwd: shared(&exchange.cwd),
+            git_branch: shared(&exchange.git_branch),
+            git_remote: shared(&exchange.git_remote),
+            head_sha: shared(&exchange.head_sha),
+            repo_root: shared(&exchange.repo_root),
+            client_version: shared(&exchange.client_version),
+            parent_thread_id: shared(&exchange.parent_thread_id),
+            model: shared(&exchange.model),
+            entrypoint: shared(&exchange.entrypoint),
+            user_type: shared(&exchange.user_type),
+            permission_mode: shared(&exchange.permission_mode),
+        }
+    }
+}
+
 struct RowContext<'a> {
+    shared: &'a SharedColumns,
     exchange: &'a Exchange,
     message: &'a Message,
     message_id: &'a str,
@@ -280,43 +334,48 @@ fn row_for_block(
         Layer::whole(ctx.gateway),
     ]);
 
+    let shared = ctx.shared;
     MessageRow {
         gateway_id: GATEWAY_ID.into(),
         schema_version: SCHEMA_VERSION,
-        session_id: exchange.session_id.clone(),
-        conversation_id: exchange.conversation_id.clone(),
+        session_id: shared.session_id.clone(),
+        conversation_id: shared.conversation_id.clone(),
         user_id: None,
         provider: exchange.provider.into(),
-        model: message.model.clone().or_else(|| exchange.model.clone()),
+        model: message
+            .model
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.model.clone()),
         system_text: None,
         tools: None,
-        conversation_started_at: exchange
-            .conversation_started_at
-            .clone()
-            .unwrap_or_else(|| ctx.ts_start.to_string()),
-        conversation_source: Some(exchange.conversation_source.clone()).filter(|s| !s.is_empty()),
-        client_name: Some(exchange.client_name.clone()).filter(|s| !s.is_empty()),
-        cwd: exchange.cwd.clone(),
-        git_branch: exchange.git_branch.clone(),
-        git_remote: exchange.git_remote.clone(),
-        head_sha: exchange.head_sha.clone(),
-        repo_root: exchange.repo_root.clone(),
-        client_version: exchange.client_version.clone(),
+        conversation_started_at: shared.conversation_started_at.clone(),
+        conversation_source: shared.conversation_source.clone(),
+        client_name: shared.client_name.clone(),
+        cwd: shared.cwd.clone(),
+        git_branch: shared.git_branch.clone(),
+        git_remote: shared.git_remote.clone(),
+        head_sha: shared.head_sha.clone(),
+        repo_root: shared.repo_root.clone(),
+        client_version: shared.client_version.clone(),
         entrypoint: message
             .entrypoint
-            .clone()
-            .or_else(|| exchange.entrypoint.clone()),
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.entrypoint.clone()),
         user_type: message
             .user_type
-            .clone()
-            .or_else(|| exchange.user_type.clone()),
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.user_type.clone()),
         permission_mode: message
             .permission_mode
-            .clone()
-            .or_else(|| exchange.permission_mode.clone()),
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.permission_mode.clone()),
         is_sidechain: message.is_sidechain.or(exchange.is_sidechain),
         agent_id: message.agent_id.clone(),
-        parent_thread_id: exchange.parent_thread_id.clone(),
+        parent_thread_id: shared.parent_thread_id.clone(),
         message_id: ctx.message_id.to_string(),
         previous_message_id: ctx.previous_message_id.clone(),
         provider_uuid: message.provider_uuid.clone(),
