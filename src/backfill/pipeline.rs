@@ -231,8 +231,8 @@ fn write_in_order(
 }
 
 fn finish(cache: Option<CacheWriter>, mut outcome: PipelineOutcome) -> PipelineOutcome {
-    if let Some(mut cache) = cache
-        && let Err(err) = cache.commit()
+    if let Some(cache) = cache
+        && let Err(err) = cache.finish()
         && outcome.error.is_none()
     {
         outcome.error = Some(err.to_string());
