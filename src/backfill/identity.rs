@@ -17,36 +17,80 @@ pub fn sha256_hex16(text: &str) -> String {
         .collect()
 }
 
-/// The fallback `message_id` of a message without a native id.
+/// The fallback `message_id` of a message without a native id. The
+/// canonical JSON is streamed into the hash, never built as one string.
 pub fn fallback_message_id(
     thread_scope: &str,
     agent_id: Option<&str>,
     role: &str,
     content: &[Value],
 ) -> String {
-    let mut preimage = String::with_capacity(256);
-    preimage.push_str(thread_scope);
+    let mut sink = HashSink(Sha256::new());
+    sink.push(thread_scope);
     if let Some(agent) = agent_id {
-        preimage.push(':');
-        preimage.push_str(agent);
+        sink.push(":");
+        sink.push(agent);
     }
-    preimage.push(':');
-    preimage.push_str(role);
-    preimage.push(':');
-    preimage.push('[');
+    sink.push(":");
+    sink.push(role);
+    sink.push(":[");
     for (index, block) in content.iter().enumerate() {
         if index > 0 {
-            preimage.push(',');
+            sink.push(",");
         }
         match block {
-            Value::Object(map) => {
-                write_object(&mut preimage, map, &["cache_control", "caller"]);
-            }
-            other => write_canonical(&mut preimage, other),
+            Value::Object(map) => write_object(&mut sink, map, &["cache_control", "caller"]),
+            other => write_canonical(&mut sink, other),
         }
     }
-    preimage.push(']');
-    sha256_hex16(&preimage)
+    sink.push("]");
+    sink.0
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Where canonical JSON goes: a string or a running hash.
+trait CanonicalSink {
+    fn push(&mut self, text: &str);
+    fn push_json_string(&mut self, text: &str);
+}
+
+impl CanonicalSink for String {
+    fn push(&mut self, text: &str) {
+        self.push_str(text);
+    }
+
+    fn push_json_string(&mut self, text: &str) {
+        if let Ok(quoted) = serde_json::to_string(text) {
+            self.push_str(&quoted);
+        }
+    }
+}
+
+struct HashSink(Sha256);
+
+impl std::io::Write for HashSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CanonicalSink for HashSink {
+    fn push(&mut self, text: &str) {
+        self.0.update(text.as_bytes());
+    }
+
+    fn push_json_string(&mut self, text: &str) {
+        let _ = serde_json::to_writer(&mut *self, text);
+    }
 }
 
 /// `value` as canonical JSON: sorted keys, no whitespace, JS number form.
@@ -56,49 +100,46 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
-fn write_canonical(out: &mut String, value: &Value) {
+fn write_canonical(out: &mut impl CanonicalSink, value: &Value) {
     match value {
         Value::Object(map) => write_object(out, map, &[]),
         Value::Array(items) => {
-            out.push('[');
+            out.push("[");
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(",");
                 }
                 write_canonical(out, item);
             }
-            out.push(']');
+            out.push("]");
         }
-        Value::Number(number) => out.push_str(&js_number(number)),
-        Value::String(text) => push_json_string(out, text),
-        Value::Bool(flag) => out.push_str(if *flag { "true" } else { "false" }),
-        Value::Null => out.push_str("null"),
+        Value::Number(number) => out.push(&js_number(number)),
+        Value::String(text) => out.push_json_string(text),
+        Value::Bool(flag) => out.push(if *flag { "true" } else { "false" }),
+        Value::Null => out.push("null"),
     }
 }
 
-fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, skip: &[&str]) {
+fn write_object(out: &mut impl CanonicalSink, map: &serde_json::Map<String, Value>, skip: &[&str]) {
     let mut keys: Vec<&String> = map
         .keys()
         .filter(|key| !skip.contains(&key.as_str()))
         .collect();
-    keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-    out.push('{');
+    if keys.iter().all(|key| key.is_ascii()) {
+        keys.sort_unstable();
+    } else {
+        keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+    }
+    out.push("{");
     for (index, key) in keys.iter().enumerate() {
         if index > 0 {
-            out.push(',');
+            out.push(",");
         }
-        push_json_string(out, key);
-        out.push(':');
+        out.push_json_string(key);
+        out.push(":");
         write_canonical(out, &map[key.as_str()]);
     }
-    out.push('}');
-}
-
-fn push_json_string(out: &mut String, text: &str) {
-    match serde_json::to_string(text) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => out.push_str("\"\""),
-    }
+    out.push("}");
 }
 
 /// JS prints integral floats without a fraction (`1.0` is `1`).

@@ -5,7 +5,9 @@
 //! ids, part mapping, `content_text` with base64 payloads stripped, tool-name
 //! lookup within the item, status, and the attributes merge.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -106,6 +108,7 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
         .unwrap_or_else(|| exchange.session_id.clone());
     let gateway = gateway_attributes(item);
     let client_attributes = client_attributes(exchange);
+    let shared = SharedColumns::new(exchange, &ts_start);
     let mut seen: HashSet<String> = HashSet::new();
     let mut chains: HashMap<Option<String>, Chain> = HashMap::new();
     let mut tool_names: HashMap<String, String> = HashMap::new();
@@ -139,6 +142,7 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
             continue;
         }
         let row_context = RowContext {
+            shared: &shared,
             exchange,
             message,
             message_id: &message_id,
@@ -206,7 +210,58 @@ fn client_attributes(exchange: &Exchange) -> Map<String, Value> {
     out
 }
 
+/// Exchange-level columns, made once per item and shared by its rows.
+struct SharedColumns {
+    session_id: Arc<str>,
+    conversation_id: Option<Arc<str>>,
+    conversation_started_at: Arc<str>,
+    conversation_source: Option<Arc<str>>,
+    client_name: Option<Arc<str>>,
+    cwd: Option<Arc<str>>,
+    git_branch: Option<Arc<str>>,
+    git_remote: Option<Arc<str>>,
+    head_sha: Option<Arc<str>>,
+    repo_root: Option<Arc<str>>,
+    client_version: Option<Arc<str>>,
+    parent_thread_id: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+    entrypoint: Option<Arc<str>>,
+    user_type: Option<Arc<str>>,
+    permission_mode: Option<Arc<str>>,
+}
+
+impl SharedColumns {
+    fn new(exchange: &Exchange, ts_start: &str) -> SharedColumns {
+        let shared = |value: &Option<String>| value.as_deref().map(Arc::from);
+        let non_empty = |value: &str| (!value.is_empty()).then(|| Arc::from(value));
+        SharedColumns {
+            session_id: Arc::from(exchange.session_id.as_str()),
+            conversation_id: shared(&exchange.conversation_id),
+            conversation_started_at: Arc::from(
+                exchange
+                    .conversation_started_at
+                    .as_deref()
+                    .unwrap_or(ts_start),
+            ),
+            conversation_source: non_empty(&exchange.conversation_source),
+            client_name: non_empty(&exchange.client_name),
+            cwd: shared(&exchange.cwd),
+            git_branch: shared(&exchange.git_branch),
+            git_remote: shared(&exchange.git_remote),
+            head_sha: shared(&exchange.head_sha),
+            repo_root: shared(&exchange.repo_root),
+            client_version: shared(&exchange.client_version),
+            parent_thread_id: shared(&exchange.parent_thread_id),
+            model: shared(&exchange.model),
+            entrypoint: shared(&exchange.entrypoint),
+            user_type: shared(&exchange.user_type),
+            permission_mode: shared(&exchange.permission_mode),
+        }
+    }
+}
+
 struct RowContext<'a> {
+    shared: &'a SharedColumns,
     exchange: &'a Exchange,
     message: &'a Message,
     message_id: &'a str,
@@ -269,54 +324,58 @@ fn row_for_block(
         .unwrap_or_else(|| ctx.ts_start.to_string());
     let date = message_created_at.get(..10).unwrap_or_default().to_string();
 
-    let mut attributes = ctx.client_attributes.clone();
-    if is_last {
-        merge_json_objects(&mut attributes, &message.attributes);
-    } else {
-        let mut without_usage = message.attributes.clone();
-        without_usage.shift_remove("usage");
-        merge_json_objects(&mut attributes, &without_usage);
-    }
-    merge_json_objects(&mut attributes, &exchange.attributes);
-    merge_json_objects(&mut attributes, ctx.gateway);
+    let attributes = merged_json(&[
+        Layer::whole(ctx.client_attributes),
+        Layer {
+            map: &message.attributes,
+            skip: (!is_last).then_some("usage"),
+        },
+        Layer::whole(&exchange.attributes),
+        Layer::whole(ctx.gateway),
+    ]);
 
+    let shared = ctx.shared;
     MessageRow {
         gateway_id: GATEWAY_ID.into(),
         schema_version: SCHEMA_VERSION,
-        session_id: exchange.session_id.clone(),
-        conversation_id: exchange.conversation_id.clone(),
+        session_id: shared.session_id.clone(),
+        conversation_id: shared.conversation_id.clone(),
         user_id: None,
         provider: exchange.provider.into(),
-        model: message.model.clone().or_else(|| exchange.model.clone()),
+        model: message
+            .model
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.model.clone()),
         system_text: None,
         tools: None,
-        conversation_started_at: exchange
-            .conversation_started_at
-            .clone()
-            .unwrap_or_else(|| ctx.ts_start.to_string()),
-        conversation_source: Some(exchange.conversation_source.clone()).filter(|s| !s.is_empty()),
-        client_name: Some(exchange.client_name.clone()).filter(|s| !s.is_empty()),
-        cwd: exchange.cwd.clone(),
-        git_branch: exchange.git_branch.clone(),
-        git_remote: exchange.git_remote.clone(),
-        head_sha: exchange.head_sha.clone(),
-        repo_root: exchange.repo_root.clone(),
-        client_version: exchange.client_version.clone(),
+        conversation_started_at: shared.conversation_started_at.clone(),
+        conversation_source: shared.conversation_source.clone(),
+        client_name: shared.client_name.clone(),
+        cwd: shared.cwd.clone(),
+        git_branch: shared.git_branch.clone(),
+        git_remote: shared.git_remote.clone(),
+        head_sha: shared.head_sha.clone(),
+        repo_root: shared.repo_root.clone(),
+        client_version: shared.client_version.clone(),
         entrypoint: message
             .entrypoint
-            .clone()
-            .or_else(|| exchange.entrypoint.clone()),
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.entrypoint.clone()),
         user_type: message
             .user_type
-            .clone()
-            .or_else(|| exchange.user_type.clone()),
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.user_type.clone()),
         permission_mode: message
             .permission_mode
-            .clone()
-            .or_else(|| exchange.permission_mode.clone()),
+            .as_deref()
+            .map(Arc::from)
+            .or_else(|| shared.permission_mode.clone()),
         is_sidechain: message.is_sidechain.or(exchange.is_sidechain),
         agent_id: message.agent_id.clone(),
-        parent_thread_id: exchange.parent_thread_id.clone(),
+        parent_thread_id: shared.parent_thread_id.clone(),
         message_id: ctx.message_id.to_string(),
         previous_message_id: ctx.previous_message_id.clone(),
         provider_uuid: message.provider_uuid.clone(),
@@ -336,7 +395,7 @@ fn row_for_block(
             .provider_subtype
             .clone()
             .or_else(|| block_type.clone()),
-        content_text: content_text(block).map(|text| strip_base64_payloads(&text)),
+        content_text: content_text(block).map(strip_base64_payloads),
         tool_name,
         tool_call_id: tool_call_id.clone(),
         tool_args: if is_call {
@@ -367,7 +426,7 @@ fn row_for_block(
         is_compact_summary: message.is_compact_summary,
         compact_metadata: message.compact_metadata.as_ref().and_then(json_text),
         status: status(block, block_type.as_deref()),
-        attributes: (!attributes.is_empty()).then(|| Value::Object(attributes).to_string()),
+        attributes,
         raw_frame: message
             .raw_frame
             .as_ref()
@@ -386,13 +445,14 @@ pub fn non_empty_str(value: &Value) -> Option<&str> {
     value.as_str().filter(|text| !text.is_empty())
 }
 
-/// A string becomes one text block; an array is kept; anything else is empty.
-pub fn normalize_content(content: &Value) -> Vec<Value> {
+/// A string becomes one text block; an array is kept (borrowed); anything
+/// else is empty.
+pub fn normalize_content(content: &Value) -> Cow<'_, [Value]> {
     match content {
-        Value::String(text) if text.is_empty() => Vec::new(),
-        Value::String(text) => vec![json!({"type": "text", "text": text})],
-        Value::Array(blocks) => blocks.clone(),
-        _ => Vec::new(),
+        Value::String(text) if text.is_empty() => Cow::Owned(Vec::new()),
+        Value::String(text) => Cow::Owned(vec![json!({"type": "text", "text": text})]),
+        Value::Array(blocks) => Cow::Borrowed(blocks.as_slice()),
+        _ => Cow::Owned(Vec::new()),
     }
 }
 
@@ -470,11 +530,108 @@ pub fn merge_json_objects(target: &mut Map<String, Value>, source: &Map<String, 
     }
 }
 
+/// One object in a merge, optionally without one key.
+struct Layer<'a> {
+    map: &'a Map<String, Value>,
+    skip: Option<&'static str>,
+}
+
+impl<'a> Layer<'a> {
+    fn whole(map: &'a Map<String, Value>) -> Layer<'a> {
+        Layer { map, skip: None }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        if self.skip == Some(key) {
+            return None;
+        }
+        self.map.get(key)
+    }
+}
+
+/// What one top-level key of a merge resolves to.
+enum Merged<'a> {
+    Whole(&'a Value),
+    Objects(Vec<&'a Map<String, Value>>),
+}
+
+/// The compact JSON of [`merge_json_objects`] applied left to right over
+/// `layers`, written straight from the borrowed layers (no clones). `None`
+/// when the result is empty.
+fn merged_json(layers: &[Layer<'_>]) -> Option<String> {
+    let mut keys: Vec<&str> = Vec::new();
+    for layer in layers {
+        for key in layer.map.keys() {
+            if layer.skip != Some(key.as_str()) && !keys.contains(&key.as_str()) {
+                keys.push(key);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    out.push(b'{');
+    for (index, key) in keys.iter().enumerate() {
+        let mut state: Option<Merged<'_>> = None;
+        for value in layers.iter().filter_map(|layer| layer.get(key)) {
+            state = Some(match (state, value) {
+                (Some(Merged::Whole(Value::Object(first))), Value::Object(next)) => {
+                    Merged::Objects(vec![first, next])
+                }
+                (Some(Merged::Objects(mut maps)), Value::Object(next)) => {
+                    maps.push(next);
+                    Merged::Objects(maps)
+                }
+                _ => Merged::Whole(value),
+            });
+        }
+        if index > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, key);
+        out.push(b':');
+        match state {
+            Some(Merged::Whole(value)) => {
+                let _ = serde_json::to_writer(&mut out, value);
+            }
+            Some(Merged::Objects(maps)) => write_merged_object(&mut out, &maps),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
+}
+
+/// Inner keys in first-appearance order, the last map's value winning.
+fn write_merged_object(out: &mut Vec<u8>, maps: &[&Map<String, Value>]) {
+    let mut inner: Vec<&str> = Vec::new();
+    for map in maps {
+        for key in map.keys() {
+            if !inner.contains(&key.as_str()) {
+                inner.push(key);
+            }
+        }
+    }
+    out.push(b'{');
+    for (index, key) in inner.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        if let Some(value) = maps.iter().rev().find_map(|map| map.get(*key)) {
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+    }
+    out.push(b'}');
+}
+
 /// Replace every `data:<type>;base64,<payload>` with a `<stripped>` marker.
-pub fn strip_base64_payloads(text: &str) -> String {
+pub fn strip_base64_payloads(text: String) -> String {
     const MARKER: &str = ";base64,";
     if !text.contains(MARKER) {
-        return text.to_string();
+        return text;
     }
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -541,20 +698,24 @@ mod tests {
     #[test]
     fn base64_payloads_are_stripped() {
         assert_eq!(
-            strip_base64_payloads("data:image/png;base64,AAAA== ok"),
+            strip_base64_payloads("data:image/png;base64,AAAA== ok".into()),
             "data:image/png;base64,<stripped> ok"
         );
         assert_eq!(
-            strip_base64_payloads("a data:;base64,QQ== b data:application/pdf;base64,JVBE"),
+            strip_base64_payloads("a data:;base64,QQ== b data:application/pdf;base64,JVBE".into()),
             "a data:application/octet-stream;base64,<stripped> b data:application/pdf;base64,<stripped>"
         );
         assert_eq!(
-            strip_base64_payloads("no data: here;base64, x"),
+            strip_base64_payloads("no data: here;base64, x".into()),
             "no data: here;base64, x"
         );
-        assert_eq!(strip_base64_payloads("plain"), "plain");
-        let stripped = strip_base64_payloads("data:image/png;base64,AAAA");
-        assert_eq!(strip_base64_payloads(&stripped), stripped, "idempotent");
+        assert_eq!(strip_base64_payloads("plain".into()), "plain");
+        let stripped = strip_base64_payloads("data:image/png;base64,AAAA".into());
+        assert_eq!(
+            strip_base64_payloads(stripped.clone()),
+            stripped,
+            "idempotent"
+        );
     }
 
     #[test]
@@ -569,6 +730,41 @@ mod tests {
             Value::Object(target).to_string(),
             r#"{"client":{"name":"c","version":"v"},"usage":5,"gateway":{"x":1}}"#
         );
+    }
+
+    #[test]
+    fn merged_json_matches_the_cloning_merge() {
+        let layers = [
+            json!({"client": {"name": "c"}, "usage": {"a": 1}, "x": 1}),
+            json!({"claude": {"t": 1}, "usage": {"b": 2}, "x": {"o": 1}}),
+            json!({"codex": {"k": "v"}, "x": {"p": 2}, "client": {"version": "v", "name": "d"}}),
+            json!({"gateway": {"source": "backfill"}, "usage": 7}),
+        ];
+        let maps: Vec<&Map<String, Value>> = layers
+            .iter()
+            .map(|layer| layer.as_object().unwrap())
+            .collect();
+        let mut expected = Map::new();
+        for map in &maps {
+            merge_json_objects(&mut expected, map);
+        }
+        let borrowed: Vec<Layer<'_>> = maps.iter().map(|map| Layer::whole(map)).collect();
+        assert_eq!(
+            merged_json(&borrowed).unwrap(),
+            Value::Object(expected).to_string()
+        );
+        let without_usage = [
+            Layer::whole(maps[0]),
+            Layer {
+                map: maps[1],
+                skip: Some("usage"),
+            },
+        ];
+        assert_eq!(
+            merged_json(&without_usage).unwrap(),
+            r#"{"client":{"name":"c"},"usage":{"a":1},"x":{"o":1},"claude":{"t":1}}"#
+        );
+        assert_eq!(merged_json(&[Layer::whole(&Map::new())]), None);
     }
 
     #[test]

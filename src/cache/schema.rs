@@ -6,6 +6,8 @@
 //! UTC text with milliseconds (they sort lexically), booleans 0/1, and
 //! `part_id` is unique so re-imports are no-ops.
 
+use std::sync::Arc;
+
 use rusqlite::types::ToSql;
 
 /// The 56 columns in declaration order.
@@ -96,33 +98,35 @@ const INTEGER_COLUMNS: [&str; 6] = [
 ];
 
 /// One `ai_gateway_messages` row. JSON columns are already compact JSON
-/// text, timestamps already ISO-8601 UTC with milliseconds.
+/// text, timestamps already ISO-8601 UTC with milliseconds. Columns shared
+/// by every row of a conversation are `Arc<str>`, so a row costs no copy of
+/// them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MessageRow {
     pub gateway_id: String,
     pub schema_version: i64,
-    pub session_id: String,
-    pub conversation_id: Option<String>,
+    pub session_id: Arc<str>,
+    pub conversation_id: Option<Arc<str>>,
     pub user_id: Option<String>,
     pub provider: String,
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     pub system_text: Option<String>,
     pub tools: Option<String>,
-    pub conversation_started_at: String,
-    pub conversation_source: Option<String>,
-    pub client_name: Option<String>,
-    pub cwd: Option<String>,
-    pub git_branch: Option<String>,
-    pub git_remote: Option<String>,
-    pub head_sha: Option<String>,
-    pub repo_root: Option<String>,
-    pub client_version: Option<String>,
-    pub entrypoint: Option<String>,
-    pub user_type: Option<String>,
-    pub permission_mode: Option<String>,
+    pub conversation_started_at: Arc<str>,
+    pub conversation_source: Option<Arc<str>>,
+    pub client_name: Option<Arc<str>>,
+    pub cwd: Option<Arc<str>>,
+    pub git_branch: Option<Arc<str>>,
+    pub git_remote: Option<Arc<str>>,
+    pub head_sha: Option<Arc<str>>,
+    pub repo_root: Option<Arc<str>>,
+    pub client_version: Option<Arc<str>>,
+    pub entrypoint: Option<Arc<str>>,
+    pub user_type: Option<Arc<str>>,
+    pub permission_mode: Option<Arc<str>>,
     pub is_sidechain: Option<bool>,
     pub agent_id: Option<String>,
-    pub parent_thread_id: Option<String>,
+    pub parent_thread_id: Option<Arc<str>>,
     pub message_id: String,
     pub previous_message_id: String,
     pub provider_uuid: Option<String>,

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `make bench`: backfill speed and memory on the generated --preset large
+# corpus (cached under /tmp), against a raw-parse baseline of the same bytes,
+# plus the re-run on the unchanged corpus. Prints figures and target lines;
+# never fails on a missed target (timing is a measurement, not a test).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+generator=""
+for dir in "$here/.." "$here/../.."; do
+  if [ -f "$dir/shared/bench/gen_corpus.py" ]; then generator="$dir/shared/bench/gen_corpus.py"; break; fi
+done
+[ -n "$generator" ] || { echo "bench: cannot find shared/bench/gen_corpus.py" >&2; exit 1; }
+
+preset=${BENCH_PRESET:-large}
+corpus=${BENCH_CORPUS:-/tmp/hyp-bench-corpus/$preset}
+if [ ! -f "$corpus/manifest.json" ]; then
+  echo "bench: generating the $preset corpus in $corpus (once; cached)"
+  python3 "$generator" --preset "$preset" --out "$corpus" >/dev/null
+fi
+
+if [ ! -x /usr/bin/time ]; then
+  echo "bench: installing GNU time for peak RSS"
+  (apt-get install -y time >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y time >/dev/null 2>&1)) || true
+fi
+
+cargo build --release --bin hyp --example parse_baseline >/dev/null 2>&1 || cargo build --release --bin hyp --example parse_baseline
+hyp="$here/target/release/hyp"
+baseline="$here/target/release/examples/parse_baseline"
+
+work=$(mktemp -d /tmp/hyp-bench-run.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export HOME="$work/home" HYP_HOME="$work/home/.hyp" HYP_NO_GIT=1
+export CLAUDE_CONFIG_DIR="$corpus/claude" CODEX_HOME="$corpus/codex"
+mkdir -p "$HOME"
+
+manifest() { python3 -c "import json,sys; print(json.load(open('$corpus/manifest.json'))['providers']['$1']['$2'])"; }
+
+# measure <label> <cmd...>: sets wall (s) and rss (KB) from GNU time.
+measure() {
+  shift
+  local out="$work/time.txt"
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f "%e %M" -o "$out" "$@" >"$work/stdout.json" 2>"$work/stderr.txt"
+    read -r wall rss <"$out"
+  else
+    local start end
+    start=$(date +%s.%N); "$@" >"$work/stdout.json" 2>"$work/stderr.txt"; end=$(date +%s.%N)
+    wall=$(python3 -c "print(round($end-$start,3))"); rss=0
+  fi
+}
+
+verdict() { python3 -c "print('ok' if $1 <= $2 else 'MISSED')"; }
+
+printf '%-28s %10s %10s %9s %9s %10s\n' "run" "rows" "rows/s" "MB/s" "wall s" "peak RSS"
+declare -A targets=([claude]=2.5 [codex]=1.7)
+summary=()
+for provider in claude codex; do
+  bytes=$(manifest "$provider" bytes)
+  expected=$(manifest "$provider" expected_rows)
+  mb=$(python3 -c "print($bytes/1048576)")
+  read -r _ _ _ _ base_wall < <("$baseline" "$corpus/$provider")
+  printf '%-28s %10s %10s %9.1f %9.2f %10s\n' "$provider raw parse baseline" "-" "-" \
+    "$(python3 -c "print($mb/max($base_wall,0.001))")" "$base_wall" "-"
+  measure "$provider" "$hyp" backfill "$provider" --json
+  rows=$(python3 -c "import json; d=json.load(open('$work/stdout.json')); print(d['providers'][0]['rows_written'])")
+  printf '%-28s %10s %10.0f %9.1f %9.2f %7.1f MB\n' "$provider backfill" "$rows" \
+    "$(python3 -c "print($rows/max($wall,0.001))")" "$(python3 -c "print($mb/max($wall,0.001))")" "$wall" \
+    "$(python3 -c "print($rss/1024)")"
+  [ "$rows" = "$expected" ] || echo "bench: $provider wrote $rows rows, manifest expects $expected" >&2
+  summary+=("$provider large: ${wall} s (target <= ${targets[$provider]} s) $(verdict "$wall" "${targets[$provider]}")")
+  summary+=("$provider peak RSS: $(python3 -c "print(round($rss/1024,1))") MB (target <= 100 MB) $(verdict "$rss" 102400)")
+done
+measure rerun "$hyp" backfill claude codex --json
+printf '%-28s %10s %10s %9s %9.2f %7.1f MB\n' "re-run (unchanged corpus)" \
+  "$(python3 -c "import json; d=json.load(open('$work/stdout.json')); print(sum(p['rows_written'] for p in d['providers']))")" \
+  "-" "-" "$wall" "$(python3 -c "print($rss/1024)")"
+summary+=("re-run: ${wall} s (target <= 0.4 s) $(verdict "$wall" 0.4)")
+echo "cache size: $(du -h "$HYP_HOME/hypaware/cache/cache.db" | cut -f1)"
+echo
+for line in "${summary[@]}"; do echo "$line"; done
