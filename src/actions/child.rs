@@ -323,10 +323,15 @@ fn wait_or_cancel(
         kill_at = kill_at.min(deadline.checked_sub(margin).unwrap_or(now).max(now));
     }
     select! {
-        recv(exited) -> _ => {
+        recv(exited) -> status => {
             // Sweep stragglers of the group (grandchildren) too.
             signal_group(pid, libc::SIGKILL);
-            return ChildOutcome::Cancelled;
+            // A child that finished its work as the signal arrived keeps
+            // its success: exit 0 is authoritative.
+            return match outcome_of(status.ok()) {
+                ChildOutcome::Exited(0) => ChildOutcome::Exited(0),
+                _ => ChildOutcome::Cancelled,
+            };
         }
         recv(crossbeam_channel::at(kill_at)) -> _ => {}
     }
@@ -510,6 +515,35 @@ mod tests {
         assert_eq!(
             run.outcome.to_string(),
             "exited with code null (killed by SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn a_child_that_succeeds_on_sigterm_keeps_its_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let program = script(
+            dir.path(),
+            "child",
+            &format!(
+                "trap 'exit 0' TERM\ntouch '{}'\nwhile :; do sleep 0.05; done",
+                ready.display()
+            ),
+        );
+        let (source, cancel) = CancelSource::new();
+        let canceller = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !ready.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            source.cancel(Instant::now() + Duration::from_secs(30));
+        });
+        let run = run(&spec(dir.path(), program), &cancel, &|_| {});
+        canceller.join().unwrap();
+        assert!(
+            matches!(run.outcome, ChildOutcome::Exited(0)),
+            "{:?}",
+            run.outcome
         );
     }
 

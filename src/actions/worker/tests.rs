@@ -310,7 +310,7 @@ fn recovery_kills_a_surviving_child_and_marks_it_interrupted() {
 #[test]
 fn recovery_never_kills_an_unrelated_process_with_a_recycled_pid() {
     let fixture = Fixture::new();
-    let mut unrelated = spawn_group_leader(Path::new("/bin/sh"), &["-c", "sleep 600"]);
+    let mut unrelated = spawn_group_leader(Path::new("/bin/sh"), &["-c", "sleep 600; exit 0"]);
     let store = MarkerStore::new(&fixture.paths);
     crate::statefile::write(
         store.path(),
@@ -327,7 +327,7 @@ fn recovery_never_kills_an_unrelated_process_with_a_recycled_pid() {
         store.read().unwrap().as_value()["backfill"]["k"]["attempts"],
         1
     );
-    unrelated.kill().unwrap();
+    crate::actions::child::signal_group(unrelated.id(), libc::SIGKILL);
     unrelated.wait().unwrap();
 }
 
