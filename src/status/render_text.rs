@@ -213,7 +213,11 @@ fn remote_config(out: &mut String, report: &StatusReport) {
 }
 
 fn client_actions(out: &mut String, report: &StatusReport) {
-    let Some(rows) = report.client_actions.as_ref().filter(|rows| !rows.is_empty()) else {
+    let Some(rows) = report
+        .client_actions
+        .as_ref()
+        .filter(|rows| !rows.is_empty())
+    else {
         return;
     };
     let _ = writeln!(out, "  client actions:");

@@ -2,8 +2,8 @@
 //! [`TestEnv`], which gives it a private `HOME` and `HYP_HOME` and a scrubbed
 //! environment. One crate, one harness; a module per capability.
 
-mod backfill;
 mod actions;
+mod backfill;
 mod cli;
 mod config;
 mod control;
