@@ -23,7 +23,7 @@ smoke: build
 demo: build
 	bash smoke/demo.sh
 
-bench: build
+bench: build static
 	bash bench/run.sh
 
 # A fully static binary: musl when the target is installed, else glibc with

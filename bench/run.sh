@@ -25,7 +25,7 @@ if [ ! -x /usr/bin/time ]; then
   (apt-get install -y time >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y time >/dev/null 2>&1)) || true
 fi
 
-cargo build --release --bin hyp --example parse_baseline >/dev/null 2>&1 || cargo build --release --bin hyp --example parse_baseline
+cargo build --release --bins --example parse_baseline >/dev/null 2>&1 || cargo build --release --bins --example parse_baseline
 hyp="$here/target/release/hyp"
 baseline="$here/target/release/examples/parse_baseline"
 
@@ -80,3 +80,6 @@ summary+=("re-run: ${wall} s (target <= 0.4 s) $(verdict "$wall" 0.4)")
 echo "cache size: $(du -h "$HYP_HOME/hypaware/cache/cache.db" | cut -f1)"
 echo
 for line in "${summary[@]}"; do echo "$line"; done
+
+# The daemon side, against this home and its large cache.
+bash "$here/bench/daemon.sh"

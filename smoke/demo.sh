@@ -4,7 +4,7 @@
 # reports it. Everything lives in a temporary home that is removed at the end.
 source "$(dirname "$0")/lib.sh"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+step() { if [ -t 1 ]; then printf '\n\033[1m==> %s\033[0m\n' "$*"; else printf '\n==> %s\n' "$*"; fi; }
 
 step "Generating a sample Claude Code + Codex history in $HOME"
 make_history small

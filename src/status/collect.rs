@@ -122,6 +122,7 @@ fn config_summary(
         exists: effective.has_any_layer(),
         valid: effective.has_any_layer() && errors.is_empty(),
         joined: effective.has_central_layer,
+        local_loaded: effective.layers.local_document().is_some(),
     }
 }
 

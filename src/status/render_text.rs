@@ -28,6 +28,7 @@ fn header(out: &mut String, report: &StatusReport) {
     };
     let config_state = match (report.config.exists, report.config.valid) {
         (false, _) => "missing",
+        (true, true) if !report.config.local_loaded => "absent; the central layer applies",
         (true, true) => "ok",
         (true, false) => "invalid",
     };

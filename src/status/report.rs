@@ -40,6 +40,8 @@ pub struct ConfigSummary {
     pub valid: bool,
     /// Whether the machine is joined (a central layer loaded).
     pub joined: bool,
+    /// Whether the local layer file loaded.
+    pub local_loaded: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
