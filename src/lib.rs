@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod event_log;
 pub mod paths;
+pub mod sanitize;
 pub mod statefile;
 pub mod status;
 pub mod time;

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, never, select};
 
-use crate::actions::sanitize;
 use crate::statefile;
 
 /// Stdout kept from a child; the rest is read and discarded.
@@ -373,7 +372,7 @@ fn read_stderr_tail(path: &Path, offset: u64) -> Option<String> {
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut bytes = Vec::new();
     file.take(STDERR_TAIL_BYTES).read_to_end(&mut bytes).ok()?;
-    sanitize::last_meaningful_line(&String::from_utf8_lossy(&bytes), STDERR_TAIL_CHARS)
+    crate::sanitize::last_meaningful_line(&String::from_utf8_lossy(&bytes), STDERR_TAIL_CHARS)
 }
 
 #[cfg(test)]

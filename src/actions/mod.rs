@@ -9,6 +9,5 @@ pub mod op_queue;
 pub mod reconciler;
 pub mod recovery;
 pub mod rows;
-pub mod sanitize;
 pub mod store;
 pub mod worker;

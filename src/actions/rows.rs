@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::actions::backfill_handler::{self, KIND as BACKFILL};
-use crate::actions::sanitize::clean_line;
 use crate::actions::store::{Marker, MarkerDoc, MarkerStore};
 use crate::config::EffectiveConfig;
 use crate::paths::Paths;
+use crate::sanitize::clean as clean_line;
 
 /// The state a row shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

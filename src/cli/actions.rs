@@ -124,7 +124,7 @@ fn retry(paths: &Paths, kind: &str, request_key: &str, json: bool) -> Result<Cod
     } else {
         output::stdout_text(&format!(
             "cleared {kind} {request_key} (was {})\n",
-            crate::actions::sanitize::clean_line(&previous, 40)
+            crate::sanitize::clean(&previous, 40)
         ))?;
     }
     match (daemon_pid, signalled) {

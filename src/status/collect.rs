@@ -399,9 +399,9 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
             "remote_config_rolled_back",
             format!(
                 "remote config {} rolled back at {} ({})",
-                crate::status::sanitize::label(text("etag")),
-                crate::status::sanitize::label(text("at")),
-                crate::status::sanitize::label(text("reason")),
+                crate::sanitize::label(text("etag")),
+                crate::sanitize::label(text("at")),
+                crate::sanitize::label(text("reason")),
             ),
             &["fix the central config revision; the daemon re-applies when the served etag changes"],
         ));

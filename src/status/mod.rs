@@ -4,4 +4,3 @@
 pub mod collect;
 pub mod render_text;
 pub mod report;
-pub mod sanitize;

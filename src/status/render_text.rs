@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+use crate::sanitize::{error_text, label};
 use crate::status::report::{Diagnostic, Overall, Provenance, Severity, StatusReport};
-use crate::status::sanitize::{error_text, label};
 
 /// Render `report` for people.
 pub fn render(report: &StatusReport) -> String {

@@ -1,10 +1,11 @@
-//! Cleaning of file-sourced values before they reach a terminal.
+//! Cleaning of untrusted text before it reaches a terminal or a marker.
 //!
-//! A status file, a marker reason or an etag comes from disk or from the
-//! central server, so it may carry escape sequences, bidi overrides or
-//! zero-width characters that would forge or hide text. Text output passes
-//! every such value through [`label`] or [`error_text`]; JSON output never
-//! does (it prints values byte-exact).
+//! A status file, a marker reason, an etag or a child's stderr line comes
+//! from disk, a server or another process, so it may carry escape sequences,
+//! bidi overrides or zero-width characters that would forge or hide text.
+//! Text output passes every such value through [`label`] or [`error_text`];
+//! JSON output never does (it prints values byte-exact). The one rule set
+//! lives here so status, `hyp actions` and the reconciler cannot disagree.
 
 /// Clamp for ordinary values.
 pub const LABEL_MAX: usize = 120;
@@ -22,9 +23,10 @@ pub fn error_text(raw: &str) -> String {
 }
 
 /// Delete control, line-separator, bidi and invisible formatting characters,
-/// then clamp to `max` characters with `...` counted inside the limit.
+/// trim, then clamp to `max` characters with `...` counted inside the limit.
 pub fn clean(raw: &str, max: usize) -> String {
-    let kept: Vec<char> = raw.chars().filter(|ch| !is_hidden(*ch)).collect();
+    let kept: String = raw.chars().filter(|ch| !is_hidden(*ch)).collect();
+    let kept: Vec<char> = kept.trim().chars().collect();
     if kept.len() <= max {
         return kept.into_iter().collect();
     }
@@ -33,24 +35,31 @@ pub fn clean(raw: &str, max: usize) -> String {
     clamped
 }
 
-fn is_hidden(ch: char) -> bool {
+/// The last line of `text` that has something left after cleaning (a
+/// child's stderr tail for a marker's reason).
+pub fn last_meaningful_line(text: &str, max: usize) -> Option<String> {
+    text.lines()
+        .rev()
+        .map(|line| clean(line, max))
+        .find(|line| !line.is_empty())
+}
+
+/// Controls (C0, DEL, C1), line and paragraph separators, bidi formatting,
+/// and invisible formatting characters.
+pub fn is_hidden(ch: char) -> bool {
     matches!(
         ch as u32,
         0x00..=0x1f
             | 0x7f..=0x9f
-            | 0x2028
-            | 0x2029
-            | 0x061c
-            | 0x200e
-            | 0x200f
-            | 0x202a..=0x202e
-            | 0x2066..=0x2069
             | 0x00ad
+            | 0x061c
             | 0x180e
-            | 0x200b..=0x200d
-            | 0x2060..=0x2064
+            | 0x200b..=0x200f
+            | 0x2028..=0x202e
+            | 0x2060..=0x206f
             | 0xfe00..=0xfe0f
             | 0xfeff
+            | 0xfff9..=0xfffb
     )
 }
 
@@ -68,6 +77,16 @@ mod tests {
         assert_eq!(label("\u{0085}tab\there"), "tabhere");
         assert_eq!(label("héllo wörld ✓"), "héllo wörld ✓");
         assert_eq!(label("\u{200b}\u{200b}"), "");
+    }
+
+    #[test]
+    fn the_last_meaningful_line_skips_blank_tails() {
+        let stderr = "starting\nhyp backfill: local-only list is malformed\n\u{200b}\n  \n";
+        assert_eq!(
+            last_meaningful_line(stderr, 200).as_deref(),
+            Some("hyp backfill: local-only list is malformed")
+        );
+        assert_eq!(last_meaningful_line("\n\n", 200), None);
     }
 
     #[test]
