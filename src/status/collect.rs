@@ -39,7 +39,7 @@ pub fn collect(paths: &Paths) -> StatusReport {
         cache: cache_summary(paths, &effective),
         config_layers: config_layers(&effective),
         remote_config,
-        client_actions: client_actions(paths, &effective),
+        client_actions: client_actions(paths, &effective, &mut diagnostics),
         diagnostics,
     };
     StatusReport {
@@ -416,6 +416,26 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
 
 /// The reconciler's rows, through the same gate as its `desired()`, or
 /// `None` when nothing applies.
-fn client_actions(paths: &Paths, effective: &EffectiveConfig) -> Option<Vec<ActionRow>> {
+/// A corrupt marker file reads as empty (as the reconciler reads it) and
+/// says so in a warning; the rows themselves never become diagnostics.
+fn client_actions(
+    paths: &Paths,
+    effective: &EffectiveConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Vec<ActionRow>> {
+    let markers = paths.client_actions();
+    let problem = match statefile::read_value(&markers) {
+        StateRead::Ok(value) if !value.is_object() => {
+            Some(format!("{} is not a JSON object", markers.display()))
+        }
+        other => other.problem(&markers),
+    };
+    if let Some(problem) = problem {
+        diagnostics.push(Diagnostic::warning(
+            "client_actions_unreadable",
+            format!("{problem} - read as empty; the daemon rewrites it on its next pass"),
+            &["hyp daemon restart"],
+        ));
+    }
     crate::actions::rows::collect(paths, effective)
 }

@@ -92,6 +92,11 @@ fn corrupt_state_files_become_fields_and_diagnostics() {
     write_raw(&env, "hypaware/run/hypaware.pid", b"not json");
     write_raw(&env, "hypaware/run/status.json", b"\x00\xff garbage");
     write_raw(&env, "hypaware/config-control/state.json", b"[1, 2");
+    write_raw(
+        &env,
+        "hypaware/config-control/client-actions.json",
+        b"{\"backfill\": {",
+    );
     let run = env.hyp(["status", "--json"]).assert_success();
     let report = run.stdout_json();
     let kinds: Vec<&str> = report["diagnostics"]
