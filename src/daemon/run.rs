@@ -9,10 +9,10 @@
 //! thread stays free to honour a second SIGTERM/SIGINT, which ends the
 //! process at once (a running child dies with it: its parent-death signal).
 
+use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -467,7 +467,8 @@ impl Daemon {
         // inbox has no sender left.
         drop(pass_sender);
         let drained = drain_threads(poll, worker, time_scale);
-        let (ending, drain_end) = wait_for_drain(&drained, signals, time_scale, ending);
+        let (ending, drain_end) = wait_for_drain(&drained, signals.clone(), time_scale, ending);
+        let ending = last_look_before_exec(ending, &signals);
         match (ending, drain_end) {
             (_, DrainEnd::Forced(signal)) => {
                 event_log::warn("daemon.forced_exit", json!({"signal": signal.name()}));
@@ -550,7 +551,13 @@ fn drain_threads(
 /// threads, standing in for a slow child so tests can reach the second-signal
 /// and over-budget paths. Test-only; unset in any real deployment.
 fn debug_drain_delay() -> Option<Duration> {
-    let millis = std::env::var("HYP_DEBUG_DRAIN_DELAY_MS").ok()?;
+    debug_duration("HYP_DEBUG_DRAIN_DELAY_MS")
+}
+
+/// Test-only hooks that hold a window open (the drain, the exec) so tests
+/// can land a signal inside it deterministically.
+fn debug_duration(variable: &str) -> Option<Duration> {
+    let millis = std::env::var(variable).ok()?;
     millis.trim().parse::<u64>().ok().map(Duration::from_millis)
 }
 
@@ -614,13 +621,46 @@ fn exec_self() -> io::Error {
         Ok(executable) => executable,
         Err(err) => return err,
     };
-    let mut args = std::env::args_os();
-    let mut command = Command::new(executable);
-    if let Some(arg0) = args.next() {
-        command.arg0(arg0);
+    let to_c = |text: &std::ffi::OsStr| CString::new(text.as_bytes());
+    let Ok(program) = to_c(executable.as_os_str()) else {
+        return io::Error::other("the executable path contains a NUL byte");
+    };
+    let args: Result<Vec<CString>, _> = std::env::args_os().map(|arg| to_c(&arg)).collect();
+    let Ok(args) = args else {
+        return io::Error::other("an argument contains a NUL byte");
+    };
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|arg| arg.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // `Command::exec` would reset the signal mask; execv keeps it blocked,
+    // so signals sent during the exec stay pending for the new image.
+    if let Some(delay) = debug_duration("HYP_DEBUG_EXEC_DELAY_MS") {
+        std::thread::sleep(delay);
     }
-    command.args(args);
-    command.exec()
+    // SAFETY: `program` and every `argv` entry are NUL-terminated C strings
+    // that outlive the call, and `argv` ends with a null pointer. execv keeps
+    // the current environment. It returns only on failure.
+    unsafe { libc::execv(program.as_ptr(), argv.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Before a staged restart execs: stop the signal thread, then honour a
+/// stop signal it took during the drain's last moments. Later signals stay
+/// pending through the exec.
+fn last_look_before_exec(ending: Ending, signals: &Receiver<DaemonSignal>) -> Ending {
+    let Ending::Restart { .. } = ending else {
+        return ending;
+    };
+    signals::quiesce();
+    match signals.try_iter().find(|signal| signal.stops()) {
+        Some(signal) => {
+            event_log::info(
+                "daemon.restart_cancelled",
+                json!({"signal": signal.name(), "detail": "stopping instead"}),
+            );
+            Ending::Shutdown { signal }
+        }
+        None => ending,
+    }
 }
 
 #[cfg(test)]

@@ -278,6 +278,32 @@ fn a_second_sigterm_during_shutdown_exits_at_once() {
     assert!(!env.state_root().join("run/hypaware.pid").exists());
 }
 
+/// Regression: a SIGTERM in the window between `execve` and the new image's
+/// handlers used to take the default action and kill the daemon.
+#[test]
+fn a_sigterm_during_the_exec_of_a_staged_restart_waits_for_the_new_image() {
+    let mut env = daemon_env();
+    env.set_var("HYP_DEBUG_EXEC_DELAY_MS", "500");
+    let mut daemon = RunningDaemon::start(&env);
+    daemon.signal(libc::SIGUSR1);
+    wait_until(Duration::from_secs(20), "the exec to start", || {
+        daemon
+            .log_events()
+            .iter()
+            .any(|event| event == "daemon.exec")
+    });
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", daemon.explain("exit code"));
+    let starts = daemon
+        .log_events()
+        .iter()
+        .filter(|event| *event == "daemon.starting")
+        .count();
+    assert_eq!(starts, 2, "the new image booted, then stopped in order");
+    assert_eq!(daemon.status_json()["state"], "stopped");
+}
+
 #[test]
 fn shutdown_is_bounded_by_the_scaled_budget() {
     let mut env = daemon_env();
