@@ -13,8 +13,9 @@ use std::sync::atomic::AtomicBool;
 use serde_json::{Map, Value, json};
 
 use super::ParsedFile;
+use super::claude_line::ClaudeLine;
 use super::git::GitLookup;
-use super::lines::{ReadEnd, for_each_json_line};
+use super::lines::{ReadEnd, for_each_line_as};
 use super::rows::{Exchange, Item, Message, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
@@ -154,88 +155,53 @@ struct Entry {
     tool_use_result: Option<Value>,
 }
 
-fn take_str(object: &mut Map<String, Value>, key: &str) -> Option<String> {
-    match object.remove(key) {
-        Some(Value::String(text)) if !text.is_empty() => Some(text),
-        _ => None,
-    }
-}
-
-fn take_str2(object: &mut Map<String, Value>, key: &str, alias: &str) -> Option<String> {
-    let first = take_str(object, key);
-    let second = take_str(object, alias);
-    first.or(second)
-}
-
-fn take_bool(object: &mut Map<String, Value>, key: &str) -> Option<bool> {
-    object.remove(key).and_then(|value| value.as_bool())
-}
-
 /// A line becomes an entry when it is an object with a `sessionId` and at
 /// least one of an API message id, a role, or a `uuid`.
-fn entry_from_line(line: Value) -> Option<Entry> {
-    let Value::Object(mut row) = line else {
-        return None;
-    };
-    let session_id = take_str(&mut row, "sessionId")?;
-    let mut message = match row.remove("message") {
-        Some(Value::Object(message)) => message,
-        _ => Map::new(),
-    };
-    let line_type = take_str(&mut row, "type");
-    let role = take_str(&mut message, "role").or_else(|| {
+fn entry_from_line(line: ClaudeLine) -> Option<Entry> {
+    let session_id = line.session_id?;
+    let message = line.message;
+    let line_type = line.line_type;
+    let role = message.role.or_else(|| {
         line_type
             .as_deref()
             .filter(|kind| *kind == "user" || *kind == "assistant")
             .map(str::to_string)
     });
-    let api_message_id = take_str(&mut message, "id").or_else(|| take_str(&mut row, "messageId"));
-    let uuid = take_str(&mut row, "uuid");
+    let api_message_id = message.id.or(line.message_id);
+    let uuid = line.uuid;
     if api_message_id.is_none() && role.is_none() && uuid.is_none() {
         return None;
     }
-    let (attachment_type, attachment_hook) = match row.remove("attachment") {
-        Some(Value::Object(mut attachment)) => (
-            take_str(&mut attachment, "type"),
-            take_str(&mut attachment, "hookEvent"),
-        ),
-        _ => (None, None),
-    };
-    let compact_metadata = row
-        .remove("compactMetadata")
-        .or_else(|| row.remove("compact_metadata"));
     Some(Entry {
         session_id,
         role,
-        content: message.remove("content").unwrap_or(Value::Null),
-        cwd: take_str(&mut row, "cwd"),
-        ts_ms: row.get("timestamp").and_then(timestamp_ms),
+        content: message.content.unwrap_or(Value::Null),
+        cwd: line.cwd,
+        ts_ms: line.timestamp.as_ref().and_then(timestamp_ms),
         api_message_id,
         uuid,
-        parent_uuid: take_str2(&mut row, "parentUuid", "parent_uuid"),
-        logical_parent_uuid: take_str2(&mut row, "logicalParentUuid", "logical_parent_uuid"),
-        source_tool_assistant_uuid: take_str2(
-            &mut row,
-            "sourceToolAssistantUUID",
-            "source_tool_assistant_uuid",
-        ),
-        request_id: take_str2(&mut row, "requestId", "request_id"),
-        prompt_id: take_str2(&mut row, "promptId", "prompt_id"),
+        parent_uuid: line.parent_uuid.or(line.parent_uuid_snake),
+        logical_parent_uuid: line.logical_parent_uuid.or(line.logical_parent_uuid_snake),
+        source_tool_assistant_uuid: line
+            .source_tool_assistant_uuid
+            .or(line.source_tool_assistant_uuid_snake),
+        request_id: line.request_id.or(line.request_id_snake),
+        prompt_id: line.prompt_id.or(line.prompt_id_snake),
         provider_type: line_type,
-        provider_subtype: take_str(&mut row, "subtype"),
-        model: take_str(&mut message, "model").filter(|model| model != "<synthetic>"),
-        entrypoint: take_str(&mut row, "entrypoint"),
-        client_version: take_str2(&mut row, "version", "claude_version"),
-        user_type: take_str2(&mut row, "userType", "user_type"),
-        permission_mode: take_str2(&mut row, "permissionMode", "permission_mode"),
-        is_sidechain: take_bool(&mut row, "isSidechain"),
-        agent_id: take_str2(&mut row, "agentId", "agent_id"),
-        attachment_type,
-        hook_event: attachment_hook.or_else(|| take_str(&mut row, "hookEvent")),
-        is_compact_summary: take_bool(&mut row, "isCompactSummary"),
-        compact_metadata,
-        usage: message.remove("usage"),
-        tool_use_result: row.remove("toolUseResult"),
+        provider_subtype: line.subtype,
+        model: message.model.filter(|model| model != "<synthetic>"),
+        entrypoint: line.entrypoint,
+        client_version: line.version.or(line.claude_version),
+        user_type: line.user_type.or(line.user_type_snake),
+        permission_mode: line.permission_mode.or(line.permission_mode_snake),
+        is_sidechain: line.is_sidechain,
+        agent_id: line.agent_id.or(line.agent_id_snake),
+        attachment_type: line.attachment_type,
+        hook_event: line.attachment_hook_event.or(line.hook_event),
+        is_compact_summary: line.is_compact_summary,
+        compact_metadata: line.compact_metadata.or(line.compact_metadata_snake),
+        usage: message.usage,
+        tool_use_result: line.tool_use_result,
     })
 }
 
@@ -257,7 +223,7 @@ fn owner(entrypoint: Option<&str>, desktop_configured: bool) -> Owner {
 /// Parse one transcript into items.
 pub fn parse_file(ctx: &ClaudeContext, file: &HistoryFile, stop: &AtomicBool) -> ParsedFile {
     let mut entries = Vec::new();
-    let stats = for_each_json_line(&file.path, stop, |line| {
+    let stats = for_each_line_as(&file.path, stop, |line| {
         if let Some(entry) = entry_from_line(line) {
             entries.push(entry);
         }
@@ -517,6 +483,11 @@ mod tests {
             normalize_usage(&json!({"input_tokens":null,"output_tokens":5})).unwrap(),
             json!({"output_tokens":5})
         );
+    }
+
+    /// The decoder under test, fed from a `Value` literal.
+    fn entry_from_line(value: Value) -> Option<Entry> {
+        super::entry_from_line(serde_json::from_value(value).unwrap())
     }
 
     #[test]

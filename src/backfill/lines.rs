@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// How reading a file ended.
@@ -28,10 +29,17 @@ pub struct LineStats {
 }
 
 /// Call `on_line` with every line of `path` that parses as JSON.
-pub fn for_each_json_line(
+pub fn for_each_json_line(path: &Path, stop: &AtomicBool, on_line: impl FnMut(Value)) -> LineStats {
+    for_each_line_as(path, stop, on_line)
+}
+
+/// Call `on_line` with every line of `path` decoded as `T`; a line `T`
+/// rejects counts as malformed (so `T` must accept exactly the JSON that
+/// `Value` accepts).
+pub fn for_each_line_as<T: DeserializeOwned>(
     path: &Path,
     stop: &AtomicBool,
-    mut on_line: impl FnMut(Value),
+    mut on_line: impl FnMut(T),
 ) -> LineStats {
     let mut stats = LineStats {
         end: ReadEnd::Complete,
@@ -61,7 +69,7 @@ pub fn for_each_json_line(
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Value>(line) {
+        match serde_json::from_slice::<T>(line) {
             Ok(value) => on_line(value),
             Err(_) => stats.malformed += 1,
         }

@@ -18,6 +18,7 @@ use crate::config::catalog::Provider;
 use crate::paths::Paths;
 
 pub mod claude;
+pub mod claude_line;
 pub mod codex;
 pub mod git;
 pub mod identity;

@@ -9,6 +9,10 @@
 //! SIGTERM) makes workers drop the file they are reading, and the writer
 //! commits every file completed before the gap; a partly read file is never
 //! marked imported, so a later run picks it up whole.
+//!
+//! Written rows go back to the parse workers to be freed: they allocated
+//! them, so the frees stay in their own allocator arenas and off the writer,
+//! the pipeline's one serial stage.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,11 +108,14 @@ pub fn run(job: PipelineJob<'_>) -> PipelineOutcome {
     let (task_tx, task_rx) = bounded::<usize>(workers);
     let (rows_tx, rows_rx) = bounded::<FileRows>(workers * 2);
     let (permit_tx, permit_rx) = bounded::<()>(IN_FLIGHT_FILES);
+    let (spent_tx, spent_rx) = bounded::<FileRows>(IN_FLIGHT_FILES);
     let job = &job;
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("backfill-writer".into())
-            .spawn_scoped(scope, move || write_in_order(job, rows_rx, permit_rx));
+            .spawn_scoped(scope, move || {
+                write_in_order(job, rows_rx, permit_rx, spent_tx)
+            });
         let writer = match writer {
             Ok(handle) => handle,
             Err(err) => {
@@ -121,15 +128,17 @@ pub fn run(job: PipelineJob<'_>) -> PipelineOutcome {
         for worker_index in 0..workers {
             let task_rx = task_rx.clone();
             let rows_tx = rows_tx.clone();
+            let spent_rx = spent_rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("backfill-parse-{worker_index}"))
-                .spawn_scoped(scope, move || parse_files(job, task_rx, rows_tx));
+                .spawn_scoped(scope, move || parse_files(job, task_rx, rows_tx, spent_rx));
             if spawned.is_err() && worker_index == 0 {
                 break;
             }
         }
         drop(rows_tx);
         drop(task_rx);
+        drop(spent_rx);
         dispatch(job, &task_tx, &permit_tx);
         drop(task_tx);
         drop(permit_tx);
@@ -167,8 +176,10 @@ fn parse_files(
     job: &PipelineJob<'_>,
     tasks: crossbeam_channel::Receiver<usize>,
     out: crossbeam_channel::Sender<FileRows>,
+    spent: crossbeam_channel::Receiver<FileRows>,
 ) {
     for file_index in tasks {
+        spent.try_iter().for_each(drop);
         let file = &job.files[file_index];
         let parsed = job.parser.parse(file, job.stop);
         job.progress.file_parsed(file.size);
@@ -192,6 +203,7 @@ fn write_in_order(
     job: &PipelineJob<'_>,
     rows: crossbeam_channel::Receiver<FileRows>,
     permits: crossbeam_channel::Receiver<()>,
+    spent: crossbeam_channel::Sender<FileRows>,
 ) -> PipelineOutcome {
     let mut outcome = PipelineOutcome::default();
     let mut cache = match &job.cache_db {
@@ -209,10 +221,12 @@ fn write_in_order(
     let mut disconnected = false;
     loop {
         while let Some(file) = pending.remove(&next_index) {
-            if let Err(err) = commit_file(job, cache.as_mut(), file, &mut outcome) {
+            if let Err(err) = commit_file(job, cache.as_mut(), &file, &mut outcome) {
                 outcome.error = Some(err);
                 return finish(cache, outcome);
             }
+            // A full channel (workers busy or gone) frees here instead.
+            let _ = spent.try_send(file);
             next_index += 1;
             let _ = permits.try_recv();
         }
@@ -243,7 +257,7 @@ fn finish(cache: Option<CacheWriter>, mut outcome: PipelineOutcome) -> PipelineO
 fn commit_file(
     job: &PipelineJob<'_>,
     cache: Option<&mut CacheWriter>,
-    file: FileRows,
+    file: &FileRows,
     outcome: &mut PipelineOutcome,
 ) -> Result<(), String> {
     outcome.malformed_lines += file.malformed_lines;
