@@ -76,6 +76,18 @@ impl EffectiveConfig {
         }
     }
 
+    /// A config made straight from a document, for tests of code that reads
+    /// the effective config (the reconciler, the status rows).
+    #[cfg(test)]
+    pub fn from_document(document: Value, has_central_layer: bool) -> EffectiveConfig {
+        EffectiveConfig {
+            plugins: plugin_entries(&document),
+            document,
+            has_central_layer,
+            ..Default::default()
+        }
+    }
+
     /// The first entry named `name`, enabled or not.
     pub fn plugin(&self, name: &str) -> Option<&PluginEntry> {
         self.plugins.iter().find(|entry| entry.name == name)

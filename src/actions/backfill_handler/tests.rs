@@ -13,28 +13,12 @@ use crate::actions::backoff::Backoff;
 use crate::actions::child::Cancel;
 use crate::actions::reconciler::{Clock, FailedUnits, Reconciler};
 use crate::actions::store::MarkerStore;
-use crate::config::PluginEntry;
 use crate::paths::TimeScale;
 
 const T0: &str = "2026-06-25T00:00:00.000Z";
 
 fn config(plugins: Value) -> EffectiveConfig {
-    let entries = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| PluginEntry {
-            name: entry["name"].as_str().unwrap().to_string(),
-            enabled: entry.get("enabled") != Some(&Value::Bool(false)),
-            config: entry.get("config").cloned().unwrap_or(Value::Null),
-        })
-        .collect();
-    EffectiveConfig {
-        document: json!({"version": 2, "plugins": plugins}),
-        plugins: entries,
-        has_central_layer: true,
-        ..Default::default()
-    }
+    EffectiveConfig::from_document(json!({"version": 2, "plugins": plugins}), true)
 }
 
 fn claude(config_block: Value) -> Value {

@@ -4,25 +4,9 @@
 use serde_json::json;
 
 use super::*;
-use crate::config::PluginEntry;
 
 fn config(joined: bool, plugins: Value) -> EffectiveConfig {
-    let entries = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| PluginEntry {
-            name: entry["name"].as_str().unwrap().to_string(),
-            enabled: entry.get("enabled") != Some(&Value::Bool(false)),
-            config: entry.get("config").cloned().unwrap_or(Value::Null),
-        })
-        .collect();
-    EffectiveConfig {
-        document: json!({"version": 2, "plugins": plugins}),
-        plugins: entries,
-        has_central_layer: joined,
-        ..Default::default()
-    }
+    EffectiveConfig::from_document(json!({"version": 2, "plugins": plugins}), joined)
 }
 
 fn markers(value: Value) -> MarkerDoc {
