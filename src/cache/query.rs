@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
 
 use super::CacheError;
 use super::writer::open_read_only;
@@ -25,6 +26,38 @@ pub enum Cell {
 pub struct QueryResult {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Cell>>,
+}
+
+/// Rows in the cache, read without creating anything. With no `-wal` file
+/// there is no writer mid-transaction, so the file is opened `immutable`
+/// (no `-shm` is created); otherwise a plain read-only connection joins the
+/// writer's WAL.
+pub fn row_count(db: &Path) -> Result<u64, String> {
+    if !db.exists() {
+        return Ok(0);
+    }
+    let wal = db.with_file_name(format!(
+        "{}-wal",
+        db.file_name()
+            .map(|name| name.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let uri = if wal.exists() {
+        format!("file:{}?mode=ro", db.display())
+    } else {
+        format!("file:{}?immutable=1", db.display())
+    };
+    let connection = Connection::open_with_flags(uri, flags)
+        .map_err(|err| format!("cannot open the cache {}: {err}", db.display()))?;
+    connection
+        .query_row("SELECT count(*) FROM ai_gateway_messages", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|rows| rows.max(0) as u64)
+        .map_err(|err| format!("cannot count cache rows in {}: {err}", db.display()))
 }
 
 /// Run `sql` against the cache at `path`.

@@ -49,8 +49,8 @@ pub struct PollContext {
     pub events: Sender<PollEvent>,
 }
 
-/// What the handle tells the thread. (`PollCommand` names the same two
-/// orders for the daemon; `Stop` carries its grace here.)
+/// What the handle tells the thread; the daemon gives these orders through
+/// `PollHandle::watchdog_expired` and `PollHandle::stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Order {
     WatchdogExpired,

@@ -33,12 +33,3 @@ pub enum PollEvent {
     /// The watchdog's rollback is done: drain and re-exec.
     RolledBack { reason: String },
 }
-
-/// What the main thread tells the poll thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PollCommand {
-    /// The probation deadline passed without a confirming poll: roll back.
-    WatchdogExpired,
-    /// Finish the in-flight poll (1 s grace) and exit.
-    Stop,
-}

@@ -7,7 +7,6 @@ use std::fs;
 use std::path::Path;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::actions::rows::ActionRow;
@@ -260,7 +259,7 @@ fn cache_summary(paths: &Paths, effective: &EffectiveConfig) -> CacheSummary {
         Some(days) => (days, "config"),
         None => (DEFAULT_RETENTION_DAYS, "default"),
     };
-    let (rows, error) = match cache_rows(&paths.cache_db()) {
+    let (rows, error) = match crate::cache::query::row_count(&paths.cache_db()) {
         Ok(rows) => (rows, None),
         Err(error) => (0, Some(error)),
     };
@@ -292,38 +291,6 @@ fn tree_size(dir: &Path) -> u64 {
             _ => 0,
         })
         .sum()
-}
-
-/// Rows in the cache, read without creating anything. With no `-wal` file
-/// there is no writer mid-transaction, so the file is opened `immutable`
-/// (no `-shm` is created); otherwise a plain read-only connection joins the
-/// writer's WAL.
-fn cache_rows(db: &Path) -> Result<u64, String> {
-    if !db.exists() {
-        return Ok(0);
-    }
-    let wal = db.with_file_name(format!(
-        "{}-wal",
-        db.file_name()
-            .map(|name| name.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_URI
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let uri = if wal.exists() {
-        format!("file:{}?mode=ro", db.display())
-    } else {
-        format!("file:{}?immutable=1", db.display())
-    };
-    let connection = Connection::open_with_flags(uri, flags)
-        .map_err(|err| format!("cannot open the cache {}: {err}", db.display()))?;
-    connection
-        .query_row("SELECT count(*) FROM ai_gateway_messages", [], |row| {
-            row.get::<_, i64>(0)
-        })
-        .map(|rows| rows.max(0) as u64)
-        .map_err(|err| format!("cannot count cache rows in {}: {err}", db.display()))
 }
 
 fn config_layers(effective: &EffectiveConfig) -> Option<ConfigLayers> {
