@@ -223,7 +223,7 @@ fn owner(entrypoint: Option<&str>, desktop_configured: bool) -> Owner {
 /// Parse one transcript into items.
 pub fn parse_file(ctx: &ClaudeContext, file: &HistoryFile, stop: &AtomicBool) -> ParsedFile {
     let mut entries = Vec::new();
-    let stats = for_each_line_as(&file.path, stop, |line| {
+    let stats = for_each_line_as(&file.path, stop, |line, _| {
         if let Some(entry) = entry_from_line(line) {
             entries.push(entry);
         }

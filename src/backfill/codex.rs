@@ -10,8 +10,9 @@ use std::sync::atomic::AtomicBool;
 use serde_json::{Map, Value, json};
 
 use super::ParsedFile;
+use super::codex_line::{CodexLine, EventPayload, Payload};
 use super::identity::redact_credentials;
-use super::lines::{ReadEnd, for_each_json_line};
+use super::lines::{ReadEnd, for_each_line_as};
 use super::rows::{Exchange, Item, Message, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
@@ -53,27 +54,17 @@ struct Rollout {
 }
 
 impl Rollout {
-    fn envelope(&mut self, window: &Window, line: Value) {
-        let Value::Object(mut envelope) = line else {
-            return;
-        };
-        let kind = envelope
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let timestamp = envelope
-            .get("timestamp")
-            .and_then(Value::as_str)
-            .and_then(parse_date_ms);
-        let Some(Value::Object(payload)) = envelope.remove("payload") else {
-            return;
-        };
-        match kind.as_str() {
-            "session_meta" if self.meta.is_none() => self.meta = Some(payload),
-            "turn_context" => self.turn_context(&payload),
-            "response_item" if window.contains(timestamp) => self.response_item(payload, timestamp),
-            "event_msg" if window.contains(timestamp) => self.event(&payload),
+    fn envelope(&mut self, window: &Window, line: CodexLine) {
+        let timestamp = line.timestamp.as_deref().and_then(parse_date_ms);
+        match (line.kind.as_str(), line.payload) {
+            ("session_meta", Payload::Object(payload)) if self.meta.is_none() => {
+                self.meta = Some(payload)
+            }
+            ("turn_context", Payload::Object(payload)) => self.turn_context(&payload),
+            ("response_item", Payload::Object(payload)) if window.contains(timestamp) => {
+                self.response_item(payload, timestamp)
+            }
+            ("event_msg", Payload::Event(event)) if window.contains(timestamp) => self.event(event),
             _ => {}
         }
     }
@@ -113,14 +104,14 @@ impl Rollout {
         }
     }
 
-    fn event(&mut self, payload: &Map<String, Value>) {
-        if payload.get("type").and_then(Value::as_str) != Some("token_count") {
+    fn event(&mut self, event: EventPayload) {
+        if !event.token_count {
             return;
         }
-        let Some(info) = payload.get("info").and_then(Value::as_object) else {
+        let Some(info) = event.info else {
             return;
         };
-        let usage = info.get("last_token_usage").and_then(normalize_usage);
+        let usage = info.last_token_usage.as_ref().and_then(normalize_usage);
         if let Some(usage) = usage {
             let carrier = self.messages[self.turn_start..]
                 .iter_mut()
@@ -348,8 +339,13 @@ pub fn parse_file(ctx: &CodexContext, file: &HistoryFile, stop: &AtomicBool) -> 
     let stats = if file.path.extension().is_some_and(|ext| ext == "json") {
         read_legacy(&file.path, &ctx.window, &mut rollout, &mut any_object)
     } else {
-        for_each_json_line(&file.path, stop, |line| {
-            if line.is_object() {
+        for_each_line_as(&file.path, stop, |line: CodexLine, bytes| {
+            let line = if line.needs_value {
+                serde_json::from_slice(bytes).map_or_else(|_| line, CodexLine::from_value)
+            } else {
+                line
+            };
+            if line.is_object {
                 any_object = true;
                 rollout.envelope(&ctx.window, line);
             }
@@ -423,7 +419,7 @@ fn read_legacy(
         match serde_json::from_slice::<Value>(line) {
             Ok(value) if value.is_object() => {
                 *any_object = true;
-                rollout.envelope(window, value);
+                rollout.envelope(window, CodexLine::from_value(value));
             }
             Ok(_) => {}
             Err(_) => malformed += 1,

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 /// How reading a file ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,18 +27,13 @@ pub struct LineStats {
     pub malformed: u64,
 }
 
-/// Call `on_line` with every line of `path` that parses as JSON.
-pub fn for_each_json_line(path: &Path, stop: &AtomicBool, on_line: impl FnMut(Value)) -> LineStats {
-    for_each_line_as(path, stop, on_line)
-}
-
-/// Call `on_line` with every line of `path` decoded as `T`; a line `T`
-/// rejects counts as malformed (so `T` must accept exactly the JSON that
-/// `Value` accepts).
+/// Call `on_line` with every line of `path` decoded as `T`, and the line's
+/// bytes (for a decoder that must look again); a line `T` rejects counts as
+/// malformed (so `T` must accept exactly the JSON that `Value` accepts).
 pub fn for_each_line_as<T: DeserializeOwned>(
     path: &Path,
     stop: &AtomicBool,
-    mut on_line: impl FnMut(T),
+    mut on_line: impl FnMut(T, &[u8]),
 ) -> LineStats {
     let mut stats = LineStats {
         end: ReadEnd::Complete,
@@ -70,7 +64,7 @@ pub fn for_each_line_as<T: DeserializeOwned>(
             continue;
         }
         match serde_json::from_slice::<T>(line) {
-            Ok(value) => on_line(value),
+            Ok(value) => on_line(value, line),
             Err(_) => stats.malformed += 1,
         }
     }
@@ -79,6 +73,15 @@ pub fn for_each_line_as<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn for_each_json_line(
+        path: &Path,
+        stop: &AtomicBool,
+        mut on_line: impl FnMut(Value),
+    ) -> LineStats {
+        for_each_line_as(path, stop, |value, _| on_line(value))
+    }
 
     #[test]
     fn bad_lines_are_counted_and_the_rest_still_read() {
