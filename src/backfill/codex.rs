@@ -13,7 +13,7 @@ use super::ParsedFile;
 use super::codex_line::{CodexLine, EventPayload, Payload};
 use super::identity::redact_credentials;
 use super::lines::{ReadEnd, for_each_line_as};
-use super::rows::{Exchange, Item, Message, non_empty_str};
+use super::rows::{Exchange, Item, Message, json_string, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
 use super::window::{Window, iso_from_ms, parse_date_ms};
@@ -304,8 +304,8 @@ fn output_text(output: Option<&Value>) -> Option<String> {
             .iter()
             .find_map(|key| object.get(*key).and_then(Value::as_str))
             .map(str::to_string)
-            .or_else(|| Some(Value::Object(object.clone()).to_string())),
-        other => Some(other.to_string()),
+            .or_else(|| Some(json_string(object))),
+        other => Some(json_string(other)),
     }
 }
 

@@ -125,8 +125,8 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
         let agent_id = message.agent_id.clone();
         let chain = chains.entry(agent_id.clone()).or_default();
         let previous = match &chain.last {
-            Some(last) => json!([last]),
-            None => json!([]),
+            Some(last) => json_string(&[last]),
+            None => "[]".to_string(),
         };
         let (message_id, from_fallback) = match &message.message_id {
             Some(id) => (id.clone(), false),
@@ -146,7 +146,7 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
             exchange,
             message,
             message_id: &message_id,
-            previous_message_id: previous.to_string(),
+            previous_message_id: previous,
             message_index: index as i64,
             ts_start: &ts_start,
             client_attributes: &client_attributes,
@@ -387,7 +387,7 @@ fn row_for_block(
         message_index: ctx.message_index,
         message_created_at,
         role: message.role.clone(),
-        part_id: format!("{}#{part_index}", ctx.message_id),
+        part_id: part_id(ctx.message_id, part_index),
         part_index: part_index as i64,
         part_type: part_type.to_string(),
         provider_type: message.provider_type.clone(),
@@ -427,17 +427,31 @@ fn row_for_block(
         compact_metadata: message.compact_metadata.as_ref().and_then(json_text),
         status: status(block, block_type.as_deref()),
         attributes,
-        raw_frame: message
-            .raw_frame
-            .as_ref()
-            .map(|frame| Value::Object(frame.clone()).to_string()),
+        raw_frame: message.raw_frame.as_ref().map(json_string),
         date,
     }
 }
 
 /// A JSON value as compact text; JSON `null` is stored as SQL NULL.
 fn json_text(value: &Value) -> Option<String> {
-    (!value.is_null()).then(|| value.to_string())
+    (!value.is_null()).then(|| json_string(value))
+}
+
+/// Compact JSON text, written straight into a byte buffer (the `Display`
+/// route goes through a formatter, and an owned map would need a clone to
+/// become a `Value`). Serialising these types cannot fail: their keys are
+/// strings.
+pub fn json_string<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// `<message_id>#<part_index>`, in one allocation.
+fn part_id(message_id: &str, part_index: usize) -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(message_id.len() + 4);
+    id.push_str(message_id);
+    let _ = write!(id, "#{part_index}");
+    id
 }
 
 /// A non-empty JSON string.
@@ -511,7 +525,7 @@ fn status(block: &Value, block_type: Option<&str>) -> Option<String> {
             status.insert("error_message".into(), json!(message));
         }
     }
-    (!status.is_empty()).then(|| Value::Object(status).to_string())
+    (!status.is_empty()).then(|| json_string(&status))
 }
 
 /// Right-biased merge, nested objects merged one level deep.
