@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: backfill speed and memory on the generated --preset large
 # corpus (cached under /tmp), against a raw-parse baseline of the same bytes
-# and a write floor (the same rows, prebuilt, through the same cache writer),
-# plus the re-run on the unchanged corpus. Prints figures and target lines;
+# and two floors: the same rows, prebuilt, through the same cache writer, and
+# SQLite alone copying them (bench/sqlite_floor.py); plus the re-run on the
+# unchanged corpus. Prints figures and target lines;
 # never fails on a missed target (timing is a measurement, not a test).
 set -euo pipefail
 
@@ -77,7 +78,11 @@ for provider in claude codex; do
   read -r floor_rows floor_wall < <("$write_floor" "$HYP_HOME/hypaware/cache/cache.db" "$provider" "$work")
   printf '%-28s %10s %10.0f %9s %9.2f %10s\n' "$provider write floor" "$floor_rows" \
     "$(python3 -c "print($floor_rows/max($floor_wall,0.001))")" "-" "$floor_wall" "-"
-  summary+=("$provider large: ${wall} s (target <= ${targets[$provider]} s) $(verdict "$wall" "${targets[$provider]}"); writing the prebuilt rows alone: ${floor_wall} s")
+  # SQLite alone copying those rows (no hyp code at all): the storage bound.
+  read -r sqlite_rows sqlite_wall < <(python3 "$here/bench/sqlite_floor.py" "$HYP_HOME/hypaware/cache/cache.db" "$provider" "$work")
+  printf '%-28s %10s %10.0f %9s %9.2f %10s\n' "$provider SQLite floor" "$sqlite_rows" \
+    "$(python3 -c "print($sqlite_rows/max($sqlite_wall,0.001))")" "-" "$sqlite_wall" "-"
+  summary+=("$provider large: ${wall} s (target <= ${targets[$provider]} s) $(verdict "$wall" "${targets[$provider]}"); writing the prebuilt rows alone: ${floor_wall} s, SQLite alone: ${sqlite_wall} s")
   summary+=("$provider peak RSS: $(python3 -c "print(round($rss/1024,1))") MB (target <= 100 MB) $(verdict "$rss" 102400)")
 done
 measure rerun "$hyp" backfill claude codex --json
