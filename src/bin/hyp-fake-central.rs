@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! hyp-fake-central [--port N] [--url-file F] [--token T]... [--exit-on-stdin-eof]
+//!                  [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! - `--port N`: port on 127.0.0.1 (default 0 = an ephemeral port).
@@ -16,9 +17,11 @@
 //!   `test-token`).
 //! - `--exit-on-stdin-eof`: exit 0 when stdin reaches EOF (for a parent that
 //!   wants the server to die with it; off by default so `</dev/null` works).
+//! - `--tls-cert PEM --tls-key PEM`: speak HTTPS (admin API included) with
+//!   this certificate chain and key; the URL then starts `https://`.
 //!
-//! The first stdout line is `listening on http://127.0.0.1:PORT`. SIGTERM and
-//! SIGINT exit 0; so does `POST /_admin/shutdown`.
+//! The first stdout line is `listening on http://127.0.0.1:PORT` (`https`
+//! with TLS). SIGTERM and SIGINT exit 0; so does `POST /_admin/shutdown`.
 //!
 //! From a shell (smoke flows, `make demo`):
 //!
@@ -76,9 +79,9 @@
 //! - `POST /_admin/shutdown`: answer, then exit 0.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -94,6 +97,8 @@ struct Args {
     url_file: Option<PathBuf>,
     tokens: Vec<String>,
     exit_on_stdin_eof: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -102,6 +107,8 @@ fn parse_args() -> Result<Args, String> {
         url_file: None,
         tokens: Vec::new(),
         exit_on_stdin_eof: false,
+        tls_cert: None,
+        tls_key: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -115,14 +122,19 @@ fn parse_args() -> Result<Args, String> {
             "--url-file" => args.url_file = Some(PathBuf::from(value("--url-file")?)),
             "--token" => args.tokens.push(value("--token")?),
             "--exit-on-stdin-eof" => args.exit_on_stdin_eof = true,
+            "--tls-cert" => args.tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
+            "--tls-key" => args.tls_key = Some(PathBuf::from(value("--tls-key")?)),
             "-h" | "--help" => {
-                return Err("usage: hyp-fake-central [--port N] [--url-file F] [--token T]... [--exit-on-stdin-eof]".into());
+                return Err("usage: hyp-fake-central [--port N] [--url-file F] [--token T]... [--exit-on-stdin-eof] [--tls-cert PEM --tls-key PEM]".into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if args.tokens.is_empty() {
         args.tokens.push(DEFAULT_TOKEN.to_string());
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
     }
     Ok(args)
 }
@@ -250,6 +262,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match tls_config(cert, key) {
+            Ok(config) => Some(config),
+            Err(message) => {
+                eprintln!("hyp-fake-central: {message}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let listener = match TcpListener::bind(("127.0.0.1", args.port)) {
         Ok(listener) => listener,
         Err(err) => {
@@ -261,7 +283,10 @@ fn main() -> ExitCode {
         }
     };
     let url = match listener.local_addr() {
-        Ok(addr) => format!("http://127.0.0.1:{}", addr.port()),
+        Ok(addr) => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://127.0.0.1:{}", addr.port())
+        }
         Err(err) => {
             eprintln!("hyp-fake-central: {err}");
             return ExitCode::from(1);
@@ -295,11 +320,46 @@ fn main() -> ExitCode {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let server = Arc::clone(&server);
+        let tls = tls.clone();
         let _ = std::thread::Builder::new()
             .name("connection".into())
-            .spawn(move || serve_connection(&server, stream));
+            .spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                match tls {
+                    None => serve_connection(&server, stream),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let mut stream = rustls::StreamOwned::new(session, stream);
+                        serve_connection(&server, &mut stream);
+                        stream.conn.send_close_notify();
+                        let _ = stream.flush();
+                    }
+                }
+            });
     }
     ExitCode::SUCCESS
+}
+
+/// A rustls server config from a PEM certificate chain and a PEM key.
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| format!("cannot read certificates from {}: {err}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|err| format!("cannot read a private key from {}: {err}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| err.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|err| format!("unusable certificate or key: {err}"))?;
+    Ok(Arc::new(config))
 }
 
 /// Write then rename, so a script polling for the file never reads half a URL.
@@ -329,12 +389,10 @@ fn install_exit_handlers(exit_on_stdin_eof: bool) {
     }
 }
 
-fn serve_connection(server: &Server, stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(reader_stream) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(reader_stream);
+/// One request, one answer: the request is read whole before the answer
+/// is written, so the buffered reader can lend its stream to the writer.
+fn serve_connection(server: &Server, stream: impl Read + Write) {
+    let mut reader = BufReader::new(stream);
     let Ok(Some(request)) = read_request(&mut reader) else {
         return;
     };
@@ -347,7 +405,7 @@ fn serve_connection(server: &Server, stream: TcpStream) {
         answer
     };
     let shutdown = admin && request.path == "/_admin/shutdown";
-    write_answer(server, stream, answer);
+    write_answer(server, reader.get_mut(), answer);
     if shutdown {
         std::process::exit(0);
     }
@@ -664,7 +722,7 @@ fn parse_scripted(body: &Value) -> Result<Scripted, String> {
     }
 }
 
-fn write_answer(server: &Server, mut stream: TcpStream, answer: Answer) {
+fn write_answer(server: &Server, stream: &mut impl Write, answer: Answer) {
     let (status, headers, body) = match answer {
         Answer::Json {
             status,
@@ -677,7 +735,7 @@ fn write_answer(server: &Server, mut stream: TcpStream, answer: Answer) {
             body,
         } => (status, headers, body),
         Answer::Chunked { headers, bytes } => {
-            let _ = write_chunked(&mut stream, &headers, bytes);
+            let _ = write_chunked(stream, &headers, bytes);
             return;
         }
         Answer::Hold(duration) => {
@@ -722,7 +780,7 @@ fn hold(server: &Server, still: impl Fn(&State) -> bool, limit: Duration) {
 }
 
 fn write_chunked(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     headers: &[(String, String)],
     bytes: usize,
 ) -> io::Result<()> {

@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use ureq::Agent;
 use ureq::http::{HeaderMap, Response};
+use ureq::tls::TlsConfig;
 
 /// The largest config body accepted from the server.
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -112,6 +113,19 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// Whether `err` is rustls refusing the server's certificate, the one
+/// transport failure a person can fix on this host.
+fn untrusted_certificate(err: &ureq::Error) -> bool {
+    let tls = match err {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
+}
+
 /// A client for one central server.
 #[derive(Debug, Clone)]
 pub struct CentralClient {
@@ -121,12 +135,21 @@ pub struct CentralClient {
 
 impl CentralClient {
     /// A client for `base_url` whose every request ends within `deadline`.
+    /// An `https` base trusts the system's CAs ([`super::trust`]), read
+    /// once here.
     pub fn new(base_url: &str, deadline: Duration) -> CentralClient {
-        let config = Agent::config_builder()
+        let mut config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(deadline))
-            .user_agent(concat!("hyp/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("hyp/", env!("CARGO_PKG_VERSION")));
+        if base_url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        {
+            let (roots, _source) = super::trust::root_certs();
+            config = config.tls_config(TlsConfig::builder().root_certs(roots).build());
+        }
+        let config = config.build();
         CentralClient {
             agent: Agent::new_with_config(config),
             base_url: base_url.to_string(),
@@ -142,10 +165,18 @@ impl CentralClient {
         format!("{}/v1/{path}", self.base_url.trim_end_matches('/'))
     }
 
-    fn transport(&self, err: impl fmt::Display) -> ClientError {
+    fn transport(&self, err: impl Into<ureq::Error>) -> ClientError {
+        let err = err.into();
+        let mut message = err.to_string();
+        if untrusted_certificate(&err) {
+            message.push_str(
+                " (this host does not trust the CA that signed the server's certificate: \
+                 add it to the system trust store, or point SSL_CERT_FILE at it)",
+            );
+        }
         ClientError::Transport {
             url: self.base_url.clone(),
-            message: err.to_string(),
+            message,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Central config control: the machine identity, the HTTP client for the
-//! central protocol, the A/B-slot apply engine with probation, and the poll
-//! thread that drives them.
+//! central protocol and the CAs it trusts, the A/B-slot apply engine with
+//! probation, and the poll thread that drives them.
 
 pub mod client;
 pub mod engine;
@@ -8,3 +8,4 @@ pub mod identity;
 pub mod membership;
 pub mod poll;
 pub mod sink;
+pub mod trust;

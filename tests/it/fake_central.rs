@@ -4,9 +4,16 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
 
 pub struct FakeCentral {
     child: Child,
@@ -17,7 +24,43 @@ pub struct FakeCentral {
 impl FakeCentral {
     /// Start a server that accepts the bootstrap token `test-token`.
     pub fn start() -> FakeCentral {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        FakeCentral::spawn(&[], config)
+    }
+
+    /// The same server over HTTPS, with a certificate signed by the test
+    /// CA at [`FakeCentral::test_ca`] (which this handle's admin calls trust).
+    pub fn start_tls() -> FakeCentral {
+        let tls = fixture("tls");
+        let ca = std::fs::read(FakeCentral::test_ca()).expect("read the test CA");
+        let roots: Vec<_> = ureq::tls::parse_pem(&ca)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                _ => None,
+            })
+            .collect();
+        let tls_config = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+            .build();
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls_config)
+            .build();
+        let cert = tls.join("server.pem").display().to_string();
+        let key = tls.join("server.key").display().to_string();
+        FakeCentral::spawn(&["--tls-cert", &cert, "--tls-key", &key], config)
+    }
+
+    /// The CA that signed the `start_tls` server's certificate (PEM).
+    pub fn test_ca() -> PathBuf {
+        fixture("tls").join("ca.pem")
+    }
+
+    fn spawn(args: &[&str], config: ureq::config::Config) -> FakeCentral {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -33,9 +76,6 @@ impl FakeCentral {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build();
         FakeCentral {
             child,
             url,

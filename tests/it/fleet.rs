@@ -25,9 +25,11 @@ struct Fleet {
 impl Fleet {
     /// A fake central serving nothing yet, and a host joined to it.
     fn joined() -> Fleet {
-        let mut env = TestEnv::new();
+        Fleet::joined_to(FakeCentral::start(), TestEnv::new())
+    }
+
+    fn joined_to(central: FakeCentral, mut env: TestEnv) -> Fleet {
         env.set_var("HYP_TIME_SCALE", SCALE);
-        let central = FakeCentral::start();
         env.hyp(["join", &central.url, "test-token"])
             .assert_success();
         Fleet {
@@ -152,6 +154,50 @@ fn seed_boot_applies_reexecs_and_confirms_once() {
             .as_str()
             .unwrap_or_default()
             .starts_with("Bearer ")
+    );
+    fleet.stop_daemon();
+}
+
+#[test]
+fn an_https_central_signed_by_a_private_ca_is_trusted_through_ssl_cert_file() {
+    let mut env = TestEnv::new();
+    env.set_var(
+        "SSL_CERT_FILE",
+        FakeCentral::test_ca().display().to_string(),
+    );
+    let mut fleet = Fleet::joined_to(FakeCentral::start_tls(), env);
+    assert!(fleet.central.url.starts_with("https://127.0.0.1:"));
+    fleet.central.serve("rev-1", &fleet.document("one"));
+    fleet.start_daemon();
+    fleet.wait_confirmed("rev-1");
+    assert_eq!(fleet.central.count("/v1/identity/bootstrap"), 1);
+    fleet.stop_daemon();
+}
+
+#[test]
+fn an_https_central_signed_by_an_unknown_ca_is_refused_with_what_to_do() {
+    let mut env = TestEnv::new();
+    // Neither variable is set: the system store, which lacks the test CA.
+    env.remove_var("SSL_CERT_FILE");
+    env.remove_var("SSL_CERT_DIR");
+    let mut fleet = Fleet::joined_to(FakeCentral::start_tls(), env);
+    fleet.central.serve("rev-1", &fleet.document("one"));
+    fleet.start_daemon();
+    wait_until(WAIT, "a refused certificate in the daemon log", || {
+        fleet.count_events("central.config.poll_failed") >= 2
+    });
+    let log = fleet.log();
+    assert!(
+        log.contains("invalid peer certificate") && log.contains("point SSL_CERT_FILE at it"),
+        "the log says why and what to do:\n{log}"
+    );
+    assert_eq!(fleet.central.count("/v1/identity/bootstrap"), 0);
+    assert!(
+        !fleet
+            .env
+            .state_root()
+            .join("plugins/@hypaware/central/identity.json")
+            .exists()
     );
     fleet.stop_daemon();
 }
