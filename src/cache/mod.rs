@@ -55,7 +55,7 @@ impl fmt::Display for CacheError {
             CacheError::Sql { source } => write!(f, "{source}"),
             CacheError::WriteRefused => write!(
                 f,
-                "refusing a statement that writes: hyp query sql is read-only (use SELECT)"
+                "refusing a statement that writes: the cache is read-only here (query it with SELECT; hyp backfill is what writes it)"
             ),
         }
     }
