@@ -66,6 +66,10 @@ pub fn root_certs_from(
     if certs.is_empty() {
         return (RootCerts::WebPki, TrustSource::BuiltIn);
     }
+    // A hashed directory holds each CA up to three times (the `.pem`, its
+    // hash link, the bundle beside them): keep one copy in memory.
+    certs.sort_unstable_by(|a, b| a.der().cmp(b.der()));
+    certs.dedup_by(|a, b| a.der() == b.der());
     (RootCerts::new_with_certs(&certs), TrustSource::Files(used))
 }
 
@@ -136,10 +140,15 @@ mod tests {
         let certs_dir = dir.path().join("certs");
         std::fs::create_dir(&certs_dir).unwrap();
         std::fs::write(certs_dir.join("a.pem"), format!("{CA}{CA}")).unwrap();
+        std::fs::write(certs_dir.join("b.pem"), CA).unwrap();
         let (roots, source) = root_certs_from(Some(absent.clone()), Some(certs_dir.clone()), &[]);
         assert_eq!(
             (count(&roots), source),
-            (2, TrustSource::Files(vec![certs_dir.join("a.pem")]))
+            (
+                1,
+                TrustSource::Files(vec![certs_dir.join("a.pem"), certs_dir.join("b.pem")])
+            ),
+            "one copy of each CA, whichever files name it"
         );
 
         let bundles = [absent.clone(), empty.clone(), ca.clone()];

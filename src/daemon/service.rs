@@ -3,8 +3,9 @@
 //! drive `systemctl --user`.
 //!
 //! The unit runs `<current_exe> daemon run --foreground` with `HYP_HOME`
-//! pinned (and `HYP_CONFIG`, `CLAUDE_CONFIG_DIR`, `CODEX_HOME` when set at
-//! install time), so the service works on the same state as the shell that
+//! pinned (and `HYP_CONFIG`, `CLAUDE_CONFIG_DIR`, `CODEX_HOME`,
+//! `SSL_CERT_FILE`, `SSL_CERT_DIR` when set at install time), so the service
+//! works on the same state, and trusts the same central, as the shell that
 //! installed it. `HYP_SERVICE_MANAGER` overrides the manager: `none` means
 //! there is none (containers, CI), a path names a `systemctl` stand-in (tests).
 //! A missing manager is reported, never fatal for writing the unit.
@@ -22,7 +23,12 @@ use crate::paths::{PathSource, Paths};
 pub const UNIT_NAME: &str = "hypaware.service";
 
 /// Variables copied from the installing environment into the unit when set.
-const PASSED_THROUGH: [&str; 2] = ["CLAUDE_CONFIG_DIR", "CODEX_HOME"];
+const PASSED_THROUGH: [&str; 4] = [
+    "CLAUDE_CONFIG_DIR",
+    "CODEX_HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
 
 /// Everything `install` writes, and `--dry-run` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -530,6 +530,27 @@ fn install_dry_run_prints_a_unit_that_honours_hyp_home() {
 }
 
 #[test]
+fn install_pins_the_history_roots_and_ca_trust_of_the_installing_shell() {
+    let mut env = daemon_env();
+    env.set_var("CODEX_HOME", "/srv/codex");
+    env.set_var("SSL_CERT_FILE", "/etc/fleet/ca.pem");
+    env.set_var("SSL_CERT_DIR", "");
+    let run = env
+        .hyp(["daemon", "install", "--dry-run"])
+        .assert_success()
+        .assert_stdout_contains("Environment=\"CODEX_HOME=/srv/codex\"")
+        .assert_stdout_contains("Environment=\"SSL_CERT_FILE=/etc/fleet/ca.pem\"");
+    assert!(
+        !run.stdout().contains("SSL_CERT_DIR"),
+        "empty counts as unset"
+    );
+    assert!(
+        !run.stdout().contains("CLAUDE_CONFIG_DIR"),
+        "unset stays unset"
+    );
+}
+
+#[test]
 fn install_honours_xdg_config_home() {
     let mut env = daemon_env();
     let xdg = env.root().join("xdg");
