@@ -87,6 +87,9 @@ pub struct ProviderReport {
     pub files_with_malformed_lines: u64,
     #[serde(skip)]
     pub files_unchanged: usize,
+    /// For the stderr summary only: where a damaged cache was moved.
+    #[serde(skip)]
+    pub cache_set_aside: Option<std::path::PathBuf>,
 }
 
 impl ProviderReport {
@@ -105,6 +108,7 @@ impl ProviderReport {
             malformed_lines: 0,
             files_with_malformed_lines: 0,
             files_unchanged: 0,
+            cache_set_aside: None,
         }
     }
 }
@@ -225,6 +229,7 @@ pub fn run_provider(
     report.rows_skipped = outcome.rows_skipped;
     report.malformed_lines = outcome.malformed_lines;
     report.files_with_malformed_lines = outcome.files_with_malformed_lines;
+    report.cache_set_aside = outcome.cache_set_aside;
     if let Some(error) = outcome.error {
         report.status = ProviderStatus::Failed;
         report.error = Some(error);

@@ -17,7 +17,7 @@
 //! busy, the serial stage is the one that must not wait for a time slice.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use super::progress::Progress;
 use super::rows::expand;
 use super::walk::HistoryFile;
 use super::window::Window;
+use crate::cache::CacheError;
 use crate::cache::schema::MessageRow;
 use crate::cache::writer::{CacheWriter, ImportedFile};
 
@@ -79,6 +80,8 @@ pub struct PipelineOutcome {
     pub malformed_lines: u64,
     pub files_with_malformed_lines: u64,
     pub error: Option<String>,
+    /// Where a damaged cache was moved before this run started a new one.
+    pub cache_set_aside: Option<PathBuf>,
 }
 
 /// One file's rows, grouped by item.
@@ -231,7 +234,10 @@ fn write_in_order(
     let mut cache = match &job.cache_db {
         None => None,
         Some(path) => match CacheWriter::open(path) {
-            Ok(writer) => Some(writer),
+            Ok(writer) => {
+                outcome.cache_set_aside = writer.set_aside().map(Path::to_path_buf);
+                Some(writer)
+            }
             Err(err) => {
                 outcome.error = Some(err.to_string());
                 return outcome;
@@ -244,8 +250,12 @@ fn write_in_order(
     loop {
         while let Some(file) = pending.remove(&next_index) {
             if let Err(err) = commit_file(job, cache.as_mut(), &file, &mut outcome) {
-                outcome.error = Some(err);
-                return finish(cache, outcome);
+                outcome.error = Some(err.to_string());
+                let outcome = finish(cache, outcome);
+                return match &job.cache_db {
+                    Some(path) if err.is_damage() => set_aside_after_damage(path, outcome),
+                    _ => outcome,
+                };
             }
             // A full channel (workers busy or gone) frees here instead.
             let _ = spent.try_send(file);
@@ -276,12 +286,31 @@ fn finish(cache: Option<CacheWriter>, mut outcome: PipelineOutcome) -> PipelineO
     outcome
 }
 
+/// The cache went bad under the writer (now closed): move it aside so the
+/// next run rebuilds it, and say so in the provider's error.
+fn set_aside_after_damage(path: &Path, mut outcome: PipelineOutcome) -> PipelineOutcome {
+    let what_next = match crate::cache::repair::set_aside_if_damaged(path) {
+        Ok(Some(aside)) => format!(
+            "the damaged cache was moved to {}; run 'hyp backfill' to rebuild it from history",
+            aside.display()
+        ),
+        Ok(None) => "the cache is sound again; run again to finish".to_string(),
+        Err(err) => format!(
+            "it cannot be moved aside ({err}): move it away by hand, then run 'hyp backfill' again"
+        ),
+    };
+    if let Some(error) = &mut outcome.error {
+        error.push_str(&format!(" ({what_next})"));
+    }
+    outcome
+}
+
 fn commit_file(
     job: &PipelineJob<'_>,
     cache: Option<&mut CacheWriter>,
     file: &FileRows,
     outcome: &mut PipelineOutcome,
-) -> Result<(), String> {
+) -> Result<(), CacheError> {
     outcome.malformed_lines += file.malformed_lines;
     if file.malformed_lines > 0 {
         outcome.files_with_malformed_lines += 1;
@@ -292,7 +321,7 @@ fn commit_file(
         return Ok(());
     };
     for item_rows in &file.items {
-        let inserted = cache.insert(item_rows).map_err(|err| err.to_string())?;
+        let inserted = cache.insert(item_rows)?;
         outcome.items_seen += 1;
         if inserted > 0 {
             outcome.sessions_seen += 1;
@@ -304,16 +333,14 @@ fn commit_file(
     }
     if file.complete && file.gated_sessions == 0 {
         let source = &job.files[file.file_index];
-        cache
-            .mark_imported(&ImportedFile {
-                path: source.path.display().to_string(),
-                provider: job.provider.to_string(),
-                size: source.size,
-                mtime_ns: source.mtime_ns,
-                since_ms: job.window.since_ms,
-                until_ms: job.window.until_ms,
-            })
-            .map_err(|err| err.to_string())?;
+        cache.mark_imported(&ImportedFile {
+            path: source.path.display().to_string(),
+            provider: job.provider.to_string(),
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+            since_ms: job.window.since_ms,
+            until_ms: job.window.until_ms,
+        })?;
     }
-    cache.commit_if_large().map_err(|err| err.to_string())
+    cache.commit_if_large()
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub mod query;
+pub mod repair;
 pub mod schema;
 pub mod writer;
 
@@ -32,6 +33,24 @@ pub enum CacheError {
     },
     /// `hyp query sql` was handed a statement that writes.
     WriteRefused,
+    /// The cache was damaged and could not be moved aside.
+    SetAside {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl CacheError {
+    /// Whether SQLite found the database file itself unsound (see
+    /// [`repair`]).
+    pub fn is_damage(&self) -> bool {
+        match self {
+            CacheError::Open { source, .. } | CacheError::Sql { source } => {
+                repair::is_damage(source)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for CacheError {
@@ -53,6 +72,11 @@ impl fmt::Display for CacheError {
                 write!(f, "cannot open cache {}: {source}", path.display())
             }
             CacheError::Sql { source } => write!(f, "{source}"),
+            CacheError::SetAside { path, source } => write!(
+                f,
+                "the cache {} is damaged and cannot be moved aside ({source}): move it away by hand, then run 'hyp backfill' to rebuild it from history",
+                path.display()
+            ),
             CacheError::WriteRefused => write!(
                 f,
                 "refusing a statement that writes: the cache is read-only here (query it with SELECT; hyp backfill is what writes it)"

@@ -46,9 +46,9 @@ pub fn row_count(db: &Path) -> Result<u64, String> {
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let uri = if wal.exists() {
-        format!("file:{}?mode=ro", db.display())
+        format!("file:{}?mode=ro", uri_path(db))
     } else {
-        format!("file:{}?immutable=1", db.display())
+        format!("file:{}?immutable=1", uri_path(db))
     };
     let connection = Connection::open_with_flags(uri, flags)
         .map_err(|err| format!("cannot open the cache {}: {err}", db.display()))?;
@@ -58,6 +58,22 @@ pub fn row_count(db: &Path) -> Result<u64, String> {
         })
         .map(|rows| rows.max(0) as u64)
         .map_err(|err| format!("cannot count cache rows in {}: {err}", db.display()))
+}
+
+/// `path` for an SQLite `file:` URI: the three characters a URI path
+/// cannot carry as they are (`%`, `?`, `#`) percent-encoded, so a
+/// `HYP_HOME` that holds them still opens the right file.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for ch in path.display().to_string().chars() {
+        match ch {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Run `sql` against the cache at `path`.
@@ -144,5 +160,20 @@ mod tests {
         }
         let count = run_sql(&path, "SELECT count(*) FROM ai_gateway_messages").unwrap();
         assert_eq!(count.rows, [vec![Cell::Integer(1)]]);
+    }
+
+    #[test]
+    fn rows_are_counted_under_a_path_with_uri_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd 100% ?#").join("cache.db");
+        assert_eq!(row_count(&path).unwrap(), 0, "no cache yet");
+        let mut writer = CacheWriter::open(&path).unwrap();
+        let row = MessageRow {
+            part_id: "a#0".into(),
+            ..MessageRow::default()
+        };
+        writer.insert(&[row]).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(row_count(&path).unwrap(), 1);
     }
 }

@@ -84,6 +84,7 @@ pub struct CacheWriter {
     conn: Connection,
     rows_in_transaction: usize,
     checkpointer: Option<Checkpointer>,
+    set_aside: Option<PathBuf>,
 }
 
 /// The thread that checkpoints behind the writer: woken after each commit,
@@ -150,8 +151,33 @@ impl Drop for Checkpointer {
 }
 
 impl CacheWriter {
-    /// Open (creating the file, directory and schema when needed).
+    /// Open (creating the file, directory and schema when needed). A file
+    /// SQLite finds damaged is set aside and a new cache started
+    /// ([`super::repair`]); [`CacheWriter::set_aside`] then says where the
+    /// old one went.
     pub fn open(path: &Path) -> Result<CacheWriter, CacheError> {
+        match CacheWriter::open_once(path) {
+            Err(err) if err.is_damage() => {
+                let aside = super::repair::set_aside_if_damaged(path).map_err(|source| {
+                    CacheError::SetAside {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
+                let mut writer = CacheWriter::open_once(path)?;
+                writer.set_aside = aside;
+                Ok(writer)
+            }
+            opened => opened,
+        }
+    }
+
+    /// Where a damaged cache found by [`CacheWriter::open`] was moved.
+    pub fn set_aside(&self) -> Option<&Path> {
+        self.set_aside.as_deref()
+    }
+
+    fn open_once(path: &Path) -> Result<CacheWriter, CacheError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| CacheError::CreateDir {
                 path: dir.to_path_buf(),
@@ -185,6 +211,7 @@ impl CacheWriter {
             conn,
             rows_in_transaction: 0,
             checkpointer: Checkpointer::spawn(path),
+            set_aside: None,
         })
     }
 

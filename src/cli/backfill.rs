@@ -347,6 +347,7 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
             continue;
         }
         let report = backfill::run_provider(&paths, &config, provider, &options, interrupt.flag());
+        warn_of_a_set_aside_cache(&report);
         summarise_skipped_lines(&report);
         reports.push(report);
     }
@@ -370,6 +371,16 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
         }
         None => Code::Ok,
     })
+}
+
+fn warn_of_a_set_aside_cache(report: &ProviderReport) {
+    if let Some(aside) = &report.cache_set_aside {
+        output::warning(&format!(
+            "{}: the cache was damaged; moved it to {} and started a new one (a provider this run does not import comes back with 'hyp backfill <provider>')",
+            report.provider,
+            aside.display()
+        ));
+    }
 }
 
 fn summarise_skipped_lines(report: &ProviderReport) {

@@ -35,7 +35,7 @@ pub fn collect(paths: &Paths) -> StatusReport {
         active_plugins: active_plugins(&effective),
         daemon,
         sinks: sink_rows(&effective),
-        cache: cache_summary(paths, &effective),
+        cache: cache_summary(paths, &effective, &mut diagnostics),
         config_layers: config_layers(&effective),
         remote_config,
         client_actions: client_actions(paths, &effective, &mut diagnostics),
@@ -254,15 +254,31 @@ fn daemon_summary(
     }
 }
 
-fn cache_summary(paths: &Paths, effective: &EffectiveConfig) -> CacheSummary {
+fn cache_summary(
+    paths: &Paths,
+    effective: &EffectiveConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> CacheSummary {
     let (retention_days, retention_source) = match effective.retention_default_days() {
         Some(days) => (days, "config"),
         None => (DEFAULT_RETENTION_DAYS, "default"),
     };
     let (rows, error) = match crate::cache::query::row_count(&paths.cache_db()) {
         Ok(rows) => (rows, None),
-        Err(error) => (0, Some(error)),
+        Err(error) => {
+            diagnostics.push(Diagnostic::warning(
+                "cache_unreadable",
+                format!(
+                    "{error} (the next backfill moves a damaged cache aside and rebuilds it from history)"
+                ),
+                &["hyp backfill"],
+            ));
+            (0, Some(error))
+        }
     };
+    if let Some(note) = set_aside_copies(&paths.cache_dir()) {
+        diagnostics.push(note);
+    }
     let retention_days = if retention_days.fract() == 0.0 && retention_days <= u64::MAX as f64 {
         Value::from(retention_days as u64)
     } else {
@@ -276,6 +292,41 @@ fn cache_summary(paths: &Paths, effective: &EffectiveConfig) -> CacheSummary {
         retention_source,
         error,
     }
+}
+
+/// A warning naming the damaged caches a backfill moved aside
+/// ([`crate::cache::repair`]), which stay until a person removes them.
+fn set_aside_copies(cache_dir: &Path) -> Option<Diagnostic> {
+    let mut bytes = 0;
+    let mut copies = 0;
+    for entry in fs::read_dir(cache_dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("cache.db.damaged-") {
+            continue;
+        }
+        bytes += entry.metadata().map(|meta| meta.len()).unwrap_or(0);
+        if !name.ends_with("-wal") && !name.ends_with("-shm") {
+            copies += 1;
+        }
+    }
+    (copies > 0).then(|| {
+        Diagnostic::warning(
+            "cache_damaged_copies",
+            format!(
+                "{copies} damaged cache file{} ({bytes} bytes) set aside in {}: a new cache holds only what was imported since; they are kept only for recovery",
+                if copies == 1 { "" } else { "s" },
+                cache_dir.display()
+            ),
+            &[
+                "hyp backfill   (re-imports every configured provider's history)",
+                &format!(
+                    "rm {}/cache.db.damaged-*   (once no longer needed)",
+                    cache_dir.display()
+                ),
+            ],
+        )
+    })
 }
 
 /// Bytes under `dir`, not following symlinks; 0 when it does not exist.

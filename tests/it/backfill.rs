@@ -152,6 +152,73 @@ fn the_small_corpus_imports_exactly_the_manifest_rows_and_reruns_write_nothing()
     assert_eq!(report["rows_written"], 0);
 }
 
+fn diagnostic_kinds(env: &TestEnv) -> Vec<String> {
+    let status = env.hyp(["status", "--json"]).assert_success().stdout_json();
+    status["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .map(|entry| entry["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_damaged_cache_is_set_aside_and_rebuilt_from_history() {
+    let mut env = TestEnv::new();
+    let (_, manifest) = generated_corpus(&mut env, &["--preset", "small"]);
+    let cache_dir = env.state_root().join("cache");
+    std::fs::create_dir_all(&cache_dir).unwrap();
+    let garbage = b"this is not an SQLite database\n".repeat(300);
+    std::fs::write(cache_dir.join("cache.db"), &garbage).unwrap();
+    assert!(diagnostic_kinds(&env).contains(&"cache_unreadable".to_string()));
+
+    env.hyp(["backfill", "claude", "codex", "--json"])
+        .assert_success()
+        .assert_stderr_contains("the cache was damaged; moved it to");
+    let total = expected_rows(&manifest, "claude") + expected_rows(&manifest, "codex");
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(DISTINCT part_id) AS n FROM ai_gateway_messages"
+        ) as u64,
+        total
+    );
+    let aside: Vec<PathBuf> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("cache.db.damaged-"))
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage, "kept as it was");
+    let kinds = diagnostic_kinds(&env);
+    assert!(
+        kinds.contains(&"cache_damaged_copies".to_string()),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains(&"cache_unreadable".to_string()),
+        "{kinds:?}"
+    );
+
+    // A cache cut short (a full disk, a partial copy) takes the same road.
+    let db = cache_dir.join("cache.db");
+    let whole = std::fs::read(&db).unwrap();
+    std::fs::write(&db, &whole[..whole.len() / 3]).unwrap();
+    let _ = std::fs::remove_file(cache_dir.join("cache.db-wal"));
+    let _ = std::fs::remove_file(cache_dir.join("cache.db-shm"));
+    env.hyp(["backfill", "claude", "codex"])
+        .assert_success()
+        .assert_stderr_contains("the cache was damaged; moved it to");
+    assert_eq!(
+        count(&env, "SELECT count(*) AS n FROM ai_gateway_messages") as u64,
+        total
+    );
+}
+
 const CLAUDE_LINES: &str = r#"{"parentUuid":null,"isSidechain":false,"userType":"external","cwd":"/home/u/src/repo","sessionId":"5d9c1f0e-1111-4222-8333-944455556666","version":"2.0.14","gitBranch":"main","entrypoint":"cli","type":"user","message":{"role":"user","content":"list the files"},"uuid":"a1","timestamp":"2025-10-01T12:00:00.000Z"}
 {"parentUuid":"a1","isSidechain":false,"userType":"external","cwd":"/home/u/src/repo","sessionId":"5d9c1f0e-1111-4222-8333-944455556666","version":"2.0.14","entrypoint":"cli","type":"assistant","requestId":"req_1","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Running ls."}],"stop_reason":null,"usage":{"input_tokens":3,"cache_creation_input_tokens":1200,"cache_read_input_tokens":14000,"output_tokens":50,"service_tier":"standard"}},"uuid":"a2","timestamp":"2025-10-01T12:00:01.000Z"}
 {"parentUuid":"a2","sessionId":"5d9c1f0e-1111-4222-8333-944455556666","entrypoint":"cli","type":"assistant","requestId":"req_1","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"ls"}}],"stop_reason":"tool_use","usage":{"input_tokens":3,"cache_creation_input_tokens":1200,"cache_read_input_tokens":14000,"output_tokens":50}},"uuid":"a3","timestamp":"2025-10-01T12:00:01.500Z"}
