@@ -24,6 +24,9 @@ use super::window::{Window, iso_from_ms, timestamp_ms};
 /// Only the tail of the session-context file is read.
 const SESSION_CONTEXT_TAIL: u64 = 512 * 1024;
 
+/// An agent sidecar is a few hundred bytes; a larger one is not one.
+const AGENT_META_MAX: u64 = 1024 * 1024;
+
 /// `$CLAUDE_CONFIG_DIR/projects`, else `$HOME/.claude/projects`.
 pub fn projects_root(home: Option<&Path>) -> Option<PathBuf> {
     match std::env::var_os("CLAUDE_CONFIG_DIR").filter(|value| !value.is_empty()) {
@@ -50,9 +53,12 @@ pub fn agent_meta(root: &Path) -> HashMap<String, String> {
             continue;
         };
         let agent_id = &name["agent-".len()..name.len() - ".meta.json".len()];
-        let Ok(bytes) = std::fs::read(&sidecar.path) else {
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(&sidecar.path)
+            .and_then(|file| file.take(AGENT_META_MAX).read_to_end(&mut bytes));
+        if read.is_err() {
             continue;
-        };
+        }
         let Ok(document) = serde_json::from_slice::<Value>(&bytes) else {
             continue;
         };
