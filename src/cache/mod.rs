@@ -20,7 +20,8 @@ pub enum CacheError {
     Missing {
         path: PathBuf,
     },
-    CreateDir {
+    /// The cache directory or database file could not be created.
+    Create {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -61,12 +62,8 @@ impl fmt::Display for CacheError {
                 "no cache at {}: run 'hyp backfill' first to import history",
                 path.display()
             ),
-            CacheError::CreateDir { path, source } => {
-                write!(
-                    f,
-                    "cannot create cache directory {}: {source}",
-                    path.display()
-                )
+            CacheError::Create { path, source } => {
+                write!(f, "cannot create the cache at {}: {source}", path.display())
             }
             CacheError::Open { path, source } => {
                 write!(f, "cannot open cache {}: {source}", path.display())

@@ -16,6 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -96,6 +97,7 @@ impl RepairLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(crate::statefile::FILE_MODE)
             .open(path)?;
         loop {
             // SAFETY: flock on a descriptor owned by `file`, which outlives the call.

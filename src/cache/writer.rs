@@ -179,11 +179,15 @@ impl CacheWriter {
 
     fn open_once(path: &Path) -> Result<CacheWriter, CacheError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| CacheError::CreateDir {
+            crate::statefile::create_private_dir(dir).map_err(|source| CacheError::Create {
                 path: dir.to_path_buf(),
                 source,
             })?;
         }
+        create_private_file(path).map_err(|source| CacheError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let open_err = |source| CacheError::Open {
             path: path.to_path_buf(),
             source,
@@ -291,6 +295,21 @@ impl CacheWriter {
     }
 }
 
+/// Create the database file 0600 before SQLite does (it would use the
+/// umask, often 0644): the cache holds a person's conversations, and SQLite
+/// gives its `-wal` and `-shm` the database file's mode. An existing file
+/// is left as it is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(crate::statefile::FILE_MODE)
+        .open(path)
+        .map(drop)
+}
+
 /// The `imported_files` ledger, read without opening the cache for writing.
 /// A missing or unreadable cache reads as empty (everything gets parsed).
 pub fn read_imported_files(path: &Path) -> HashMap<String, ImportedFile> {
@@ -385,6 +404,11 @@ mod tests {
         writer.commit().unwrap();
         let ledger = read_imported_files(&path);
         assert_eq!(ledger.get("/p"), Some(&record(Some(1), None)));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "the cache is private");
+        assert_eq!(mode(&dir.path().join("cache/cache.db-wal")), 0o600);
+        assert_eq!(mode(&dir.path().join("cache")), 0o700);
         assert!(read_imported_files(&dir.path().join("absent.db")).is_empty());
     }
 }
