@@ -59,6 +59,11 @@ pub fn run_join(args: &JoinArgs) -> Result<Code, CliError> {
     if token.is_empty() {
         return Err(CliError::usage("token is empty"));
     }
+    if is_cleartext_remote(url) {
+        output::warning(&format!(
+            "{url} is plain http: the join token and every config this machine pulls cross the network unencrypted; use https unless that network is trusted"
+        ));
+    }
     let paths = Paths::from_env()?;
     let report =
         membership::join(&paths, url, &token).map_err(|err| CliError::failed(err.to_string()))?;
@@ -113,6 +118,26 @@ fn check_url(url: &str) -> Result<(), CliError> {
         return Err(CliError::usage(format!("not a valid URL: {url}")));
     }
     Ok(())
+}
+
+/// Whether `url` is plain `http` to a host other than this machine.
+fn is_cleartext_remote(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 /// The positional token (verbatim), else the trimmed token file, else the
@@ -217,4 +242,31 @@ pub fn run_leave(_args: &LeaveArgs) -> Result<Code, CliError> {
         )));
     }
     Ok(Code::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_cleartext_remote;
+
+    #[test]
+    fn only_plain_http_to_another_machine_is_cleartext() {
+        for url in [
+            "http://central.example",
+            "http://10.0.0.5:8080/prefix",
+            "http://user@central.example:80",
+            "http://[2001:db8::1]:8080",
+        ] {
+            assert!(is_cleartext_remote(url), "{url}");
+        }
+        for url in [
+            "https://central.example",
+            "http://127.0.0.1:9",
+            "http://127.8.9.10",
+            "http://localhost:8080/x",
+            "http://LOCALHOST",
+            "http://[::1]:9",
+        ] {
+            assert!(!is_cleartext_remote(url), "{url}");
+        }
+    }
 }

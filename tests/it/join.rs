@@ -109,6 +109,21 @@ fn join_without_a_daemon_says_how_to_start_one() {
 }
 
 #[test]
+fn plain_http_to_another_machine_is_joined_with_a_warning() {
+    let env = TestEnv::new();
+    let remote = env
+        .hyp(["join", "http://central.example", "tok"])
+        .assert_success()
+        .assert_stderr_contains("warning: http://central.example is plain http");
+    assert!(remote.stderr().contains("use https"));
+    let local = TestEnv::new();
+    let run = local
+        .hyp(["join", "http://127.0.0.1:9", "tok"])
+        .assert_success();
+    assert!(!run.stderr().contains("warning"), "{}", run.stderr());
+}
+
+#[test]
 fn join_leaves_the_local_layer_alone() {
     let env = TestEnv::new();
     let local = r#"{"version":2,"plugins":[{"name":"@hypaware/claude"}]}"#;
