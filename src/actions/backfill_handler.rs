@@ -7,7 +7,9 @@
 //!
 //! Exit 0 is authoritative (`done`, with the row count when stdout parses);
 //! anything else is `failed` with a reason that ends with the child's last
-//! stderr line. The same target list ([`targets`]) feeds `hyp status` and
+//! stderr line. A `done` marker records the cache generation it filled
+//! ([`crate::cache::read_generation`]) and stops holding when the cache is
+//! replaced, so a damaged or deleted cache is refilled. The same target list ([`targets`]) feeds `hyp status` and
 //! `hyp actions`, so `pending` always means "desired() will act".
 
 use std::ffi::OsString;
@@ -20,6 +22,7 @@ use crate::actions::child::{self, ChildOutcome, ChildSpec};
 use crate::actions::handler::{
     ActionError, DesiredAction, DesiredContext, Handler, Outcome, PerformContext,
 };
+use crate::actions::store::Marker;
 use crate::config::EffectiveConfig;
 use crate::config::catalog::{PROVIDERS, Provider};
 use crate::config::policy::BackfillPolicy;
@@ -29,6 +32,9 @@ use crate::time::iso_ms;
 
 /// The marker namespace of this handler.
 pub const KIND: &str = "backfill";
+
+/// The marker field naming the cache generation a `done` import filled.
+pub const CACHE_GENERATION: &str = "cache_generation";
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -186,7 +192,14 @@ impl Handler for BackfillHandler {
             None => base,
         };
         let outcome = match &run.outcome {
-            ChildOutcome::Exited(0) => Outcome::done(rows_written(&run.stdout)),
+            ChildOutcome::Exited(0) => {
+                let mut done = Outcome::done(rows_written(&run.stdout));
+                if let Some(generation) = crate::cache::read_generation(&self.paths.cache_db()) {
+                    done.detail
+                        .insert(CACHE_GENERATION.into(), Value::String(generation));
+                }
+                done
+            }
             ChildOutcome::Exited(_) | ChildOutcome::Signalled(_) => {
                 Outcome::failed(with_tail(format!("hyp backfill {}", run.outcome)))
             }
@@ -196,6 +209,32 @@ impl Handler for BackfillHandler {
             ChildOutcome::Cancelled => Outcome::failed(run.outcome.to_string()),
         };
         Ok(outcome)
+    }
+
+    /// A `done` marker holds while the cache it filled does: a marker from
+    /// another cache generation, or with no cache left at all, re-imports.
+    /// A marker that predates generations, or a cache whose generation
+    /// cannot be read, counts as current.
+    fn is_current(
+        &self,
+        marker: &Marker,
+        _action: &DesiredAction,
+        _context: &DesiredContext,
+    ) -> Result<bool, ActionError> {
+        Ok(imported_into_current_cache(&self.paths, marker))
+    }
+}
+
+/// Whether the cache a `done` marker filled is still the cache (see
+/// [`BackfillHandler::is_current`]); `hyp status` asks the same question.
+pub fn imported_into_current_cache(paths: &Paths, marker: &Marker) -> bool {
+    let Some(recorded) = marker.get(CACHE_GENERATION).and_then(Value::as_str) else {
+        return true;
+    };
+    let db = paths.cache_db();
+    match crate::cache::read_generation(&db) {
+        Some(current) => current == recorded,
+        None => db.exists(),
     }
 }
 

@@ -77,7 +77,24 @@ pub struct ActionRow {
 /// The rows of this host, or `None` when nothing applies (status renders
 /// `client_actions: null`). Any read problem counts as an empty store.
 pub fn collect(paths: &Paths, config: &EffectiveConfig) -> Option<Vec<ActionRow>> {
-    derive(&MarkerStore::new(paths).read_lenient(), config)
+    let doc = MarkerStore::new(paths).read_lenient();
+    let mut rows = derive(&doc, config)?;
+    for row in rows.iter_mut().filter(|row| row.state == RowState::Done) {
+        if let Some(marker) = doc.marker(&row.kind, &row.request_key)
+            && row.kind == BACKFILL
+            && !backfill_handler::imported_into_current_cache(paths, marker)
+        {
+            row.state = RowState::Pending;
+            row.reason = Some(format!(
+                "the cache was replaced since this import ({} rows at {}): the daemon imports again at its next pass",
+                row.rows.map_or("?".to_string(), |rows| rows.to_string()),
+                row.at.as_deref().unwrap_or("?")
+            ));
+            row.rows = None;
+            row.at = None;
+        }
+    }
+    Some(rows)
 }
 
 /// [`collect`] from an already-read store.
@@ -231,7 +248,8 @@ pub fn render_text(row: &ActionRow) -> String {
                 _ => format!("{head}  {hint}"),
             };
         }
-        RowState::Pending | RowState::NotApplicable => {}
+        RowState::Pending => bits.extend(row.reason.as_deref().map(clean)),
+        RowState::NotApplicable => {}
     }
     if bits.is_empty() {
         head

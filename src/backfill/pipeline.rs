@@ -290,10 +290,14 @@ fn finish(cache: Option<CacheWriter>, mut outcome: PipelineOutcome) -> PipelineO
 /// next run rebuilds it, and say so in the provider's error.
 fn set_aside_after_damage(path: &Path, mut outcome: PipelineOutcome) -> PipelineOutcome {
     let what_next = match crate::cache::repair::set_aside_if_damaged(path) {
-        Ok(Some(aside)) => format!(
-            "the damaged cache was moved to {}; run 'hyp backfill' to rebuild it from history",
-            aside.display()
-        ),
+        Ok(Some(aside)) => {
+            let text = format!(
+                "the damaged cache was moved to {}; run 'hyp backfill' to rebuild it from history",
+                aside.display()
+            );
+            outcome.cache_set_aside = Some(aside);
+            text
+        }
         Ok(None) => "the cache is sound again; run again to finish".to_string(),
         Err(err) => format!(
             "it cannot be moved aside ({err}): move it away by hand, then run 'hyp backfill' again"

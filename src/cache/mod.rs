@@ -6,12 +6,39 @@
 //! (the skip ledger read, `hyp query sql`, status) opens it read-only.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
 
 pub mod query;
 pub mod repair;
 pub mod schema;
 pub mod writer;
+
+/// `generation` beside the database: an id written whenever a new
+/// database file is created. A `done` backfill marker records it, so the
+/// daemon re-imports when the cache it filled is gone (set aside as
+/// damaged, or deleted by hand) instead of trusting a stale marker.
+pub fn generation_path(db: &Path) -> PathBuf {
+    db.with_file_name("generation")
+}
+
+/// The current generation; `None` when the file is missing or empty.
+pub fn read_generation(db: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(generation_path(db)).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Replace the generation with a new, unpredictable id.
+fn write_new_generation(db: &Path) -> std::io::Result<()> {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let now = jiff::Timestamp::now().as_nanosecond();
+    let id = format!("{now:x}-{:x}-{random:016x}", std::process::id());
+    crate::statefile::write_bytes(&generation_path(db), format!("{id}\n").as_bytes())
+        .map_err(std::io::Error::other)
+}
 
 /// Why the cache could not be opened, written or queried.
 #[derive(Debug)]

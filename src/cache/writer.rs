@@ -184,10 +184,16 @@ impl CacheWriter {
                 source,
             })?;
         }
-        create_private_file(path).map_err(|source| CacheError::Create {
+        let created = create_private_file(path).map_err(|source| CacheError::Create {
             path: path.to_path_buf(),
             source,
         })?;
+        if created || super::read_generation(path).is_none() {
+            super::write_new_generation(path).map_err(|source| CacheError::Create {
+                path: super::generation_path(path),
+                source,
+            })?;
+        }
         let open_err = |source| CacheError::Open {
             path: path.to_path_buf(),
             source,
@@ -298,16 +304,19 @@ impl CacheWriter {
 /// Create the database file 0600 before SQLite does (it would use the
 /// umask, often 0644): the cache holds a person's conversations, and SQLite
 /// gives its `-wal` and `-shm` the database file's mode. An existing file
-/// is left as it is.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
+/// is left as it is. Returns whether this call created it.
+fn create_private_file(path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let created = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(crate::statefile::FILE_MODE)
-        .open(path)
-        .map(drop)
+        .open(path);
+    match created {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 /// The `imported_files` ledger, read without opening the cache for writing.
@@ -410,5 +419,27 @@ mod tests {
         assert_eq!(mode(&dir.path().join("cache/cache.db-wal")), 0o600);
         assert_eq!(mode(&dir.path().join("cache")), 0o700);
         assert!(read_imported_files(&dir.path().join("absent.db")).is_empty());
+    }
+
+    #[test]
+    fn a_new_cache_gets_a_new_generation_and_an_existing_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/cache.db");
+        CacheWriter::open(&path).unwrap().finish().unwrap();
+        let first = super::super::read_generation(&path).expect("a generation");
+        CacheWriter::open(&path).unwrap().finish().unwrap();
+        assert_eq!(super::super::read_generation(&path), Some(first.clone()));
+
+        std::fs::write(&path, b"not a database, not at all, no").unwrap();
+        let writer = CacheWriter::open(&path).unwrap();
+        assert!(writer.set_aside().is_some());
+        writer.finish().unwrap();
+        let second = super::super::read_generation(&path).expect("a generation");
+        assert_ne!(second, first, "a set-aside cache is a new generation");
+
+        std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
+        CacheWriter::open(&path).unwrap().finish().unwrap();
+        let third = super::super::read_generation(&path).expect("a generation");
+        assert!(third != first && third != second);
     }
 }

@@ -113,7 +113,7 @@ fn retry(paths: &Paths, kind: &str, request_key: &str, json: bool) -> Result<Cod
             )));
         }
     };
-    let signalled = daemon_pid.is_some_and(send_sighup);
+    let signalled = daemon_pid.is_some_and(crate::daemon::request_pass);
     if json {
         output::stdout_json(&json!({
             "kind": kind,
@@ -139,12 +139,4 @@ fn retry(paths: &Paths, kind: &str, request_key: &str, json: bool) -> Result<Cod
         ),
     }
     Ok(Code::Ok)
-}
-
-fn send_sighup(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill has no memory-safety preconditions.
-    pid > 1 && unsafe { libc::kill(pid, libc::SIGHUP) } == 0
 }

@@ -351,6 +351,12 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
         summarise_skipped_lines(&report);
         reports.push(report);
     }
+    if reports
+        .iter()
+        .any(|report| report.cache_set_aside.is_some())
+    {
+        ask_the_daemon_to_refill(&paths);
+    }
     if flags.json {
         output::stdout_json(&RunDocument {
             run_id: &run_id,
@@ -373,8 +379,25 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
     })
 }
 
+/// A new cache holds none of what the daemon's `done` markers imported:
+/// a pass re-imports every provider it manages (their markers name the old
+/// cache generation). Run as the daemon's own child, this queues the pass
+/// behind the current one.
+fn ask_the_daemon_to_refill(paths: &Paths) {
+    if let Some(pid) = crate::daemon::running_pid(paths)
+        && crate::daemon::request_pass(pid)
+    {
+        output::note(&format!(
+            "asked the daemon (pid {pid}) for a pass: it re-imports its providers into the new cache"
+        ));
+    }
+}
+
+/// The open-time case; a provider that failed mid-run says it in its error.
 fn warn_of_a_set_aside_cache(report: &ProviderReport) {
-    if let Some(aside) = &report.cache_set_aside {
+    if let Some(aside) = &report.cache_set_aside
+        && report.status != ProviderStatus::Failed
+    {
         output::warning(&format!(
             "{}: the cache was damaged; moved it to {} and started a new one (a provider this run does not import comes back with 'hyp backfill <provider>')",
             report.provider,

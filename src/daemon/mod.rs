@@ -106,6 +106,12 @@ fn wait_for_release(paths: &Paths, timeout: Duration) -> bool {
     }
 }
 
+/// SIGHUP the daemon `pid` (from [`running_pid`]): it reloads and runs a
+/// reconcile pass. False when the signal could not be sent.
+pub fn request_pass(pid: u32) -> bool {
+    send_signal(pid, libc::SIGHUP)
+}
+
 /// `kill(pid, signal)`; false when the process is gone or not ours.
 fn send_signal(pid: u32, signal: libc::c_int) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {

@@ -366,3 +366,57 @@ fn through_the_reconciler_fail_then_done_then_skip() {
         json!({"status": "done", "request_key": "@hypaware/claude", "at": T0, "rows": 42})
     );
 }
+
+#[test]
+fn a_done_marker_names_the_cache_generation_and_holds_only_while_it_does() {
+    let fixture = Fixture::new();
+    let handler = fixture.handler(fixture.fake_hyp(PAYLOAD_1234));
+    let db = fixture.paths.cache_db();
+    let generation = crate::cache::generation_path(&db);
+    let action = DesiredAction {
+        request_key: "@hypaware/claude".into(),
+        params: claude_params().as_object().unwrap().clone(),
+    };
+    let config = config(claude(json!({})));
+    let context = DesiredContext {
+        config: &config,
+        now: T0.parse().unwrap(),
+    };
+    let current = |marker: Value| {
+        let marker = marker.as_object().unwrap().clone();
+        handler.is_current(&marker, &action, &context).unwrap()
+    };
+
+    // No cache yet: the done outcome names no generation.
+    assert_eq!(
+        perform(&handler, claude_params()),
+        Outcome::done(Some(1234))
+    );
+
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    std::fs::write(&db, b"").unwrap();
+    std::fs::write(&generation, "g1\n").unwrap();
+    let done = perform(&handler, claude_params());
+    assert_eq!(done.detail.get(CACHE_GENERATION), Some(&json!("g1")));
+
+    assert!(current(json!({"status": "done", "cache_generation": "g1"})));
+    assert!(
+        current(json!({"status": "done"})),
+        "a marker from before generations"
+    );
+    std::fs::write(&generation, "g2\n").unwrap();
+    assert!(
+        !current(json!({"status": "done", "cache_generation": "g1"})),
+        "a new cache"
+    );
+    std::fs::remove_file(&generation).unwrap();
+    assert!(
+        current(json!({"status": "done", "cache_generation": "g1"})),
+        "unreadable: keep"
+    );
+    std::fs::remove_file(&db).unwrap();
+    assert!(
+        !current(json!({"status": "done", "cache_generation": "g1"})),
+        "no cache at all"
+    );
+}
