@@ -139,6 +139,18 @@ start_daemon() {
 
 daemon_running() { "$HYP_BIN" daemon status >/dev/null 2>&1; }
 
+# joined_and_backfilled: the small history, a fleet serving rev-1 with both
+# providers, a joined host and its daemon, until both backfills are done.
+joined_and_backfilled() {
+  make_history small
+  start_central
+  serve rev-1 "$(fleet_doc)"
+  hyp join "$CENTRAL_URL" smoke-token >/dev/null
+  start_daemon
+  wait_for 60 "claude backfill done" action_is @hypaware/claude done
+  wait_for 60 "codex backfill done" action_is @hypaware/codex done
+}
+
 # stop_daemon: SIGTERM and wait for a clean exit 0.
 stop_daemon() {
   kill -TERM "$DAEMON_PID"

@@ -4,14 +4,7 @@
 # daemon restart does not run the done actions again.
 source "$(dirname "$0")/../lib.sh"
 
-make_history small
-start_central
-serve rev-1 "$(fleet_doc)"
-hyp join "$CENTRAL_URL" smoke-token >/dev/null
-start_daemon
-
-wait_for 60 "claude backfill done" action_is @hypaware/claude done
-wait_for 60 "codex backfill done" action_is @hypaware/codex done
+joined_and_backfilled
 
 assert_eq "$(cache_count "SELECT count(*) FROM ai_gateway_messages WHERE client_name='claude'")" \
   "$(expected_rows claude)" "claude rows"

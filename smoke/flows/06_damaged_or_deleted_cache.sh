@@ -5,13 +5,7 @@
 # old cache generation), and every row comes back exactly once.
 source "$(dirname "$0")/../lib.sh"
 
-make_history small
-start_central
-serve rev-1 "$(fleet_doc)"
-hyp join "$CENTRAL_URL" smoke-token >/dev/null
-start_daemon
-wait_for 60 "claude backfill done" action_is @hypaware/claude done
-wait_for 60 "codex backfill done" action_is @hypaware/codex done
+joined_and_backfilled
 
 total=$(( $(expected_rows claude) + $(expected_rows codex) ))
 all_rows() { [ "$(cache_count "SELECT count(*) FROM ai_gateway_messages")" = "$total" ]; }

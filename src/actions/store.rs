@@ -15,10 +15,8 @@
 //! costs everything. Any other read error (EACCES, a directory) is an error.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
@@ -219,25 +217,8 @@ impl MarkerStore {
         if let Some(dir) = self.lock_path.parent() {
             statefile::create_private_dir(dir).map_err(wrap)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(statefile::FILE_MODE)
-            .open(&self.lock_path)
-            .map_err(wrap)?;
-        loop {
-            // SAFETY: the descriptor is open for the whole call.
-            let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if status == 0 {
-                return Ok(StoreLock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(wrap(err));
-            }
-        }
+        let file = statefile::lock_exclusive(&self.lock_path).map_err(wrap)?;
+        Ok(StoreLock { _file: file })
     }
 }
 

@@ -13,10 +13,7 @@
 //! the damage: the second writer then finds the first one's new, sound
 //! cache and leaves it alone.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -33,7 +30,7 @@ pub fn is_damage(err: &rusqlite::Error) -> bool {
 /// went, or `None` when the file is sound or gone (another writer got
 /// there first).
 pub fn set_aside_if_damaged(db: &Path) -> io::Result<Option<PathBuf>> {
-    let _lock = RepairLock::take(db)?;
+    let _lock = crate::statefile::lock_exclusive(&db.with_file_name("repair.lock"))?;
     if !db.exists() || !is_damaged(db) {
         return Ok(None);
     }
@@ -83,34 +80,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-/// An exclusive `flock` on `repair.lock` beside the cache, released on drop.
-struct RepairLock {
-    _file: File,
-}
-
-impl RepairLock {
-    fn take(db: &Path) -> io::Result<RepairLock> {
-        let path = db.with_file_name("repair.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(crate::statefile::FILE_MODE)
-            .open(path)?;
-        loop {
-            // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(RepairLock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
