@@ -1,8 +1,9 @@
 //! Per-plugin section validators: what `@hypaware/claude` and
 //! `@hypaware/codex` accept inside their entry's `config` (config.md §6.3).
 //!
-//! `backfill` and `attach` (both plugins) and `telemetry` (claude only) are
-//! strict: unknown keys inside them are errors. Unknown sibling keys of
+//! `backfill`, `capture` and `attach` (both plugins) and `telemetry` (claude
+//! only) are strict: unknown keys inside them are errors. `capture` is hyp's
+//! own (contract section 13); the reference's validators let it pass. Unknown sibling keys of
 //! `config` (`proxy`, ...) pass. Errors have kind `config_section_invalid`
 //! and pointers anchored at the entry (`/plugins/3/config/backfill/on_join`),
 //! unlike the reference, whose pointers are relative to the slice.
@@ -10,6 +11,7 @@
 use serde_json::{Map, Value};
 
 use crate::config::catalog::{CLAUDE_PLUGIN, CODEX_PLUGIN};
+use crate::config::policy::CAPTURE_INTERVAL_SECONDS;
 use crate::config::schema::{integral, pointer_token};
 use crate::config::{ConfigError, ErrorKind};
 
@@ -37,6 +39,7 @@ pub fn entry_errors(name: &str, config: Option<&Value>, index: usize) -> Vec<Con
         }
     };
     check_backfill(config, &base, &mut errors);
+    check_capture(config, &base, &mut errors);
     check_attach(config, &base, &mut errors);
     if name == CLAUDE_PLUGIN {
         check_telemetry(config, &base, &mut errors);
@@ -65,6 +68,41 @@ fn check_backfill(config: &Map<String, Value>, base: &str, errors: &mut Vec<Conf
             }
             "on_join" | "window_days" => {}
             _ => push(errors, at, format!("unknown backfill key '{key}'")),
+        }
+    }
+}
+
+/// `capture`: `{ enabled?: bool, interval_seconds?: integer 30..=86400 }`.
+fn check_capture(config: &Map<String, Value>, base: &str, errors: &mut Vec<ConfigError>) {
+    let pointer = format!("{base}/capture");
+    let Some(block) = strict_block(config, "capture", &pointer, errors) else {
+        return;
+    };
+    let (min_seconds, max_seconds) = (
+        *CAPTURE_INTERVAL_SECONDS.start(),
+        *CAPTURE_INTERVAL_SECONDS.end(),
+    );
+    for (key, value) in block {
+        let at = format!("{pointer}/{}", pointer_token(key));
+        match key.as_str() {
+            "enabled" if !value.is_boolean() => {
+                push(errors, at, "capture.enabled must be a boolean".into());
+            }
+            "interval_seconds"
+                if !integral(value).is_some_and(|seconds| {
+                    (min_seconds as f64..=max_seconds as f64).contains(&seconds)
+                }) =>
+            {
+                push(
+                    errors,
+                    at,
+                    format!(
+                        "capture.interval_seconds must be an integer between {min_seconds} and {max_seconds}"
+                    ),
+                );
+            }
+            "enabled" | "interval_seconds" => {}
+            _ => push(errors, at, format!("unknown capture key '{key}'")),
         }
     }
 }
@@ -266,6 +304,92 @@ mod tests {
     }
 
     #[test]
+    fn capture_rules() {
+        for name in [CLAUDE_PLUGIN, CODEX_PLUGIN] {
+            for good in [
+                json!({}),
+                json!({"enabled": false}),
+                json!({"enabled": true, "interval_seconds": 30}),
+                json!({"interval_seconds": 86400}),
+                json!({"interval_seconds": 300.0}),
+            ] {
+                assert!(check(name, json!({"capture": good})).is_empty(), "{good}");
+            }
+            for bad in [json!(true), json!(null), json!([]), json!("on"), json!(300)] {
+                assert_eq!(
+                    check(name, json!({"capture": bad})),
+                    one("/plugins/2/config/capture", "capture must be an object")
+                );
+            }
+            for bad in [json!("true"), json!(null), json!(1)] {
+                assert_eq!(
+                    check(name, json!({"capture": {"enabled": bad}})),
+                    one(
+                        "/plugins/2/config/capture/enabled",
+                        "capture.enabled must be a boolean"
+                    )
+                );
+            }
+            for bad in [
+                json!(29),
+                json!(86401),
+                json!(0),
+                json!(-300),
+                json!(300.5),
+                json!("300"),
+                json!(true),
+                json!(null),
+            ] {
+                assert_eq!(
+                    check(name, json!({"capture": {"interval_seconds": bad}})),
+                    one(
+                        "/plugins/2/config/capture/interval_seconds",
+                        "capture.interval_seconds must be an integer between 30 and 86400"
+                    )
+                );
+            }
+            assert_eq!(
+                check(name, json!({"capture": {"interval": 60}})),
+                one(
+                    "/plugins/2/config/capture/interval",
+                    "unknown capture key 'interval'"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn capture_is_a_sibling_of_backfill() {
+        assert!(
+            check(
+                CODEX_PLUGIN,
+                json!({"backfill": {"on_join": true}, "capture": {"interval_seconds": 60}})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            check(
+                CLAUDE_PLUGIN,
+                json!({"backfill": {"on_join": 1}, "capture": {"enabled": 1}})
+            ),
+            vec![
+                (
+                    "/plugins/2/config/backfill/on_join".to_string(),
+                    "backfill.on_join must be a boolean".to_string()
+                ),
+                (
+                    "/plugins/2/config/capture/enabled".to_string(),
+                    "capture.enabled must be a boolean".to_string()
+                ),
+            ]
+        );
+        assert!(
+            check("@acme/other", json!({"capture": {"interval_seconds": 1}})).is_empty(),
+            "other plugins' capture blocks are not ours to judge"
+        );
+    }
+
+    #[test]
     fn attach_rules() {
         for name in [CLAUDE_PLUGIN, CODEX_PLUGIN] {
             assert_eq!(
@@ -337,8 +461,8 @@ mod tests {
     fn every_error_is_collected() {
         let found = check(
             CLAUDE_PLUGIN,
-            json!({"backfill": {"on_join": 1, "window_days": 0, "x": 1}, "attach": [], "telemetry": {"listen_port": -1}}),
+            json!({"backfill": {"on_join": 1, "window_days": 0, "x": 1}, "capture": {"interval_seconds": 10}, "attach": [], "telemetry": {"listen_port": -1}}),
         );
-        assert_eq!(found.len(), 5, "{found:?}");
+        assert_eq!(found.len(), 6, "{found:?}");
     }
 }
