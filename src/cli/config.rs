@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::cli::{CliError, Code, output};
 use crate::config::layers::{LayerReport, LayerSource, Layers, LoadErrorKind, central_layer_path};
 use crate::config::merge::DroppedEntry;
+use crate::config::policy::CAPTURE_INTERVAL_SECONDS;
 use crate::config::redact::redact_secrets;
 use crate::config::report::{CheckStatus, LayerCheck, ValidationReport};
 use crate::config::{ConfigError, EffectiveConfig, catalog, load_effective};
@@ -287,7 +288,13 @@ fn kind_hint(kind: &str, hint: LayerHint) -> Option<String> {
             ));
         }
         "config_section_invalid" => {
-            "backfill takes on_join (true|false) and window_days (a positive integer); attach takes on_join; claude telemetry takes listen_host, listen_port and spool_max_bytes"
+            let (min_seconds, max_seconds) = (
+                CAPTURE_INTERVAL_SECONDS.start(),
+                CAPTURE_INTERVAL_SECONDS.end(),
+            );
+            return Some(format!(
+                "backfill takes on_join (true|false) and window_days (a positive integer); capture takes enabled (true|false) and interval_seconds (an integer from {min_seconds} to {max_seconds}); attach takes on_join; claude telemetry takes listen_host, listen_port and spool_max_bytes"
+            ));
         }
         _ => return None,
     };

@@ -94,6 +94,34 @@ fn validate_checks_the_plugin_sections() {
 }
 
 #[test]
+fn validate_checks_the_capture_section() {
+    let env = TestEnv::new();
+    write_local(
+        &env,
+        r#"{"version": 2, "plugins": [{"name": "@hypaware/claude", "config": {"backfill": {"on_join": true}, "capture": {"enabled": false, "interval_seconds": 300.0}}}]}"#,
+    );
+    env.hyp(["config", "validate"]).assert_success();
+    write_local(
+        &env,
+        r#"{"version": 2, "plugins": [{"name": "@hypaware/claude"}, {"name": "@hypaware/codex", "config": {"capture": {"enabled": "yes", "interval_seconds": 10, "every": 1}}}]}"#,
+    );
+    env.hyp(["config", "validate"])
+        .assert_exit(1)
+        .assert_stderr_contains("[config_section_invalid] /plugins/1/config/capture/enabled: capture.enabled must be a boolean")
+        .assert_stderr_contains("[config_section_invalid] /plugins/1/config/capture/interval_seconds: capture.interval_seconds must be an integer between 30 and 86400")
+        .assert_stderr_contains("[config_section_invalid] /plugins/1/config/capture/every: unknown capture key 'every'")
+        .assert_stderr_contains("capture takes enabled (true|false) and interval_seconds (an integer from 30 to 86400)");
+    let run = env.hyp(["config", "validate", "--json"]).assert_exit(1);
+    let errors = &run.stdout_json()["local"]["errors"];
+    assert_eq!(errors.as_array().map(Vec::len), Some(3), "{errors}");
+    assert_eq!(
+        errors[1],
+        json!({"kind": "config_section_invalid", "pointer": "/plugins/1/config/capture/interval_seconds",
+               "message": "capture.interval_seconds must be an integer between 30 and 86400"})
+    );
+}
+
+#[test]
 fn unknown_plugins_and_their_sinks_are_inert_not_errors() {
     let env = TestEnv::new();
     write_local(
