@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod event_log;
 pub mod paths;
 pub mod sanitize;
+pub mod splay;
 pub mod statefile;
 pub mod status;
 pub mod time;
