@@ -160,9 +160,11 @@ impl CentralClient {
         &self.base_url
     }
 
-    /// `<base>/v1/<path>`, whatever trailing slash the base carries.
+    /// `<base>/v1/<path>`, whatever trailing slash the base carries. A path
+    /// prefix survives; a query string or fragment on the base does not.
     fn endpoint(&self, path: &str) -> String {
-        format!("{}/v1/{path}", self.base_url.trim_end_matches('/'))
+        let base = self.base_url.split(['?', '#']).next().unwrap_or_default();
+        format!("{}/v1/{path}", base.trim_end_matches('/'))
     }
 
     fn transport(&self, err: impl Into<ureq::Error>) -> ClientError {
@@ -215,25 +217,14 @@ impl CentralClient {
             .take(MAX_BODY_BYTES)
             .read_to_end(&mut bytes)
             .map_err(|err| self.transport(err))?;
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if !(200..300).contains(&status) {
-            let detail = parsed
-                .as_ref()
-                .and_then(|body| body.get("error"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    String::from_utf8_lossy(&bytes)
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
-                });
             return Err(ClientError::Rejected {
                 what,
                 status,
-                detail,
+                detail: error_detail(status, &bytes),
             });
         }
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         let bad = |message: &str| ClientError::BadGrant {
             what,
             message: message.to_string(),
@@ -323,6 +314,96 @@ impl CentralClient {
     }
 }
 
+/// How `POST /v1/ingest/<signal>` was answered (reference forward-sink.md
+/// §2.6, contract §12 "Answers").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestResponse {
+    /// Any 2xx: the chunk is central's.
+    Accepted { status: u16 },
+    /// 401: refresh the credential once and resend.
+    Unauthorized,
+    /// 429 or 503: wait (a positive `Retry-After` in seconds, else the
+    /// ladder) and resend.
+    Throttled {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// 400, 413 or 422: central refuses this content.
+    Refused { status: u16, detail: String },
+    /// Any other status: the export fails and is tried again later.
+    Failed { status: u16, detail: String },
+}
+
+impl CentralClient {
+    /// `POST <base>/v1/ingest/<signal>`: one NDJSON chunk with its batch id.
+    pub fn post_ingest(
+        &self,
+        signal: &str,
+        jwt: &str,
+        batch_id: &str,
+        body: &[u8],
+    ) -> Result<IngestResponse, ClientError> {
+        let response = self
+            .agent
+            .post(self.endpoint(&format!("ingest/{signal}")))
+            .header("Authorization", format!("Bearer {jwt}"))
+            .header("X-Hyp-Batch-Id", batch_id)
+            .content_type("application/x-ndjson")
+            .send(body)
+            .map_err(|err| self.transport(err))?;
+        let status = response.status().as_u16();
+        let (parts, body) = response.into_parts();
+        let retry_after = retry_after_secs(&parts.headers, Timestamp::now());
+        let detail = || {
+            let mut bytes = Vec::new();
+            let _ = body.into_reader().take(64 * 1024).read_to_end(&mut bytes);
+            error_detail(status, &bytes)
+        };
+        Ok(match status {
+            200..=299 => IngestResponse::Accepted { status },
+            401 => IngestResponse::Unauthorized,
+            429 | 503 => IngestResponse::Throttled {
+                status,
+                retry_after,
+            },
+            400 | 413 | 422 => IngestResponse::Refused {
+                status,
+                detail: detail(),
+            },
+            _ => IngestResponse::Failed {
+                status,
+                detail: detail(),
+            },
+        })
+    }
+}
+
+/// What a refusal says: the `error` field of a JSON body, else up to 200
+/// characters of the body, else the status's reason phrase.
+fn error_detail(status: u16, bytes: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    if let Some(error) = parsed
+        .as_ref()
+        .and_then(|body| body.get("error"))
+        .and_then(Value::as_str)
+    {
+        return error.to_string();
+    }
+    let text: String = String::from_utf8_lossy(bytes)
+        .trim()
+        .chars()
+        .take(200)
+        .collect();
+    if !text.is_empty() {
+        return text;
+    }
+    ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .unwrap_or("unknown status")
+        .to_string()
+}
+
 /// The longest `Retry-After` honoured (one day); the reference does not cap
 /// it, but a huge value would overflow the timer.
 pub const MAX_RETRY_AFTER_SECS: u64 = 24 * 60 * 60;
@@ -386,6 +467,11 @@ mod tests {
         assert_eq!(
             client.endpoint("identity/refresh"),
             "http://127.0.0.1:9/v1/identity/refresh"
+        );
+        let client = CentralClient::new("http://h/tenant-a?x=1#f", REQUEST_DEADLINE);
+        assert_eq!(
+            client.endpoint("ingest/proxy"),
+            "http://h/tenant-a/v1/ingest/proxy"
         );
     }
 

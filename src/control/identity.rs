@@ -207,6 +207,84 @@ pub fn refresh_if_due(
     Ok((refreshed, IdentitySource::Refreshed))
 }
 
+/// The credential of one process talking to one central server: the
+/// identity it holds, acquired on first use, refreshed inside its last 24 h,
+/// and renewed once when the server answers 401. Shared by the poll thread
+/// and the forward sink, which may run in different processes: a renewal
+/// first takes a newer JWT another process already wrote.
+#[derive(Debug)]
+pub struct Credential {
+    paths: Paths,
+    sink: CentralSink,
+    client: CentralClient,
+    held: Option<Identity>,
+}
+
+impl Credential {
+    pub fn new(paths: &Paths, sink: &CentralSink, client: &CentralClient) -> Credential {
+        Credential {
+            paths: paths.clone(),
+            sink: sink.clone(),
+            client: client.clone(),
+            held: None,
+        }
+    }
+
+    /// A JWT to send now: the held identity (refreshed when due), or one
+    /// acquired from disk or a bootstrap.
+    pub fn jwt(&mut self) -> Result<String, IdentityError> {
+        let now = Timestamp::now();
+        let first = self.held.is_none();
+        let (identity, source) = match self.held.take() {
+            None => acquire(&self.paths, &self.sink, &self.client, now),
+            Some(held) => refresh_if_due(&self.paths, &self.client, held, now),
+        }?;
+        if first || source != IdentitySource::Loaded {
+            event_log::info(
+                "central.identity",
+                json!({"component": "central", "source": source.name(), "gateway_id": identity.gateway_id}),
+            );
+        }
+        let jwt = identity.jwt.clone();
+        self.held = Some(identity);
+        Ok(jwt)
+    }
+
+    /// The gateway id of the held identity (after [`Credential::jwt`]).
+    pub fn gateway_id(&self) -> Option<&str> {
+        self.held
+            .as_ref()
+            .map(|identity| identity.gateway_id.as_str())
+    }
+
+    /// The server answered 401: take a newer JWT from `identity.json` if
+    /// another process refreshed it, else refresh now.
+    pub fn renew(&mut self) -> Result<(), IdentityError> {
+        let Some(held) = self.held.take() else {
+            return Err(IdentityError::Unusable {
+                message: "no identity to refresh".into(),
+            });
+        };
+        if let StateRead::Ok(on_disk) = statefile::read::<Identity>(&self.paths.identity())
+            && on_disk.jwt != held.jwt
+            && on_disk.central_url == held.central_url
+        {
+            self.held = Some(on_disk);
+            return Ok(());
+        }
+        match refresh(&self.paths, &self.client, &held) {
+            Ok(refreshed) => {
+                self.held = Some(refreshed);
+                Ok(())
+            }
+            Err(err) => {
+                self.held = Some(held);
+                Err(err)
+            }
+        }
+    }
+}
+
 /// `POST /v1/identity/refresh` and persist; keeps url, fingerprint, origin.
 pub fn refresh(
     paths: &Paths,
@@ -336,6 +414,7 @@ mod tests {
             url: url.into(),
             bootstrap_token: token.map(str::to_string),
             poll_interval: std::time::Duration::from_secs(300),
+            schedule: None,
         }
     }
 

@@ -21,14 +21,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, after, never, select_biased};
-use jiff::Timestamp;
 use serde_json::json;
 
 use crate::control::client::{
     CentralClient, ConfigResponse, MIN_REQUEST_DEADLINE, REQUEST_DEADLINE,
 };
 use crate::control::engine::{self, ApplyEngine, RollbackOutcome, StageOutcome};
-use crate::control::identity::{self, Identity};
+use crate::control::identity::Credential;
 use crate::control::sink::{self, CentralSink, SinkError};
 use crate::daemon::messages::{PassReason, PassRequest, PollEvent};
 use crate::event_log;
@@ -93,10 +92,8 @@ impl PollHandle {
 /// The client side of one central server: who we are and how to reach it.
 /// Moved into the helper thread for the length of one exchange.
 pub struct Session {
-    paths: Paths,
-    sink: CentralSink,
     client: CentralClient,
-    identity: Option<Identity>,
+    credential: Credential,
 }
 
 /// 30 s per request, scaled, but never under [`MIN_REQUEST_DEADLINE`].
@@ -118,70 +115,35 @@ pub enum Exchange {
 
 impl Session {
     pub fn new(paths: &Paths, sink: &CentralSink, time_scale: TimeScale) -> Session {
+        let client = CentralClient::new(&sink.url, request_deadline(time_scale));
         Session {
-            paths: paths.clone(),
-            sink: sink.clone(),
-            client: CentralClient::new(&sink.url, request_deadline(time_scale)),
-            identity: None,
+            credential: Credential::new(paths, sink, &client),
+            client,
         }
     }
 
-    /// Make sure we hold a fresh JWT, then `GET /v1/config`; on 401 refresh
-    /// and retry once.
+    /// Make sure we hold a fresh JWT, then `GET /v1/config`; on 401 renew
+    /// the credential and retry once.
     pub fn exchange(&mut self, running_etag: Option<&str>) -> Exchange {
-        let jwt = match self.fresh_jwt() {
+        let failed = |message: String| Exchange::Failed { message };
+        let jwt = match self.credential.jwt() {
             Ok(jwt) => jwt,
-            Err(message) => return Exchange::Failed { message },
+            Err(err) => return failed(err.to_string()),
         };
         match self.client.get_config(&jwt, running_etag) {
-            Err(err) => Exchange::Failed {
-                message: err.to_string(),
-            },
-            Ok(ConfigResponse::Unauthorized) => self.refresh_and_retry(running_etag),
-            Ok(response) => Exchange::Response(response),
+            Err(err) => return failed(err.to_string()),
+            Ok(ConfigResponse::Unauthorized) => {}
+            Ok(response) => return Exchange::Response(response),
         }
-    }
-
-    fn fresh_jwt(&mut self) -> Result<String, String> {
-        let now = Timestamp::now();
-        let first = self.identity.is_none();
-        let (identity, source) = match self.identity.take() {
-            None => identity::acquire(&self.paths, &self.sink, &self.client, now),
-            Some(held) => identity::refresh_if_due(&self.paths, &self.client, held, now),
+        if let Err(err) = self.credential.renew() {
+            return failed(err.to_string());
         }
-        .map_err(|err| err.to_string())?;
-        if first || source != identity::IdentitySource::Loaded {
-            event_log::info(
-                "central.identity",
-                json!({"component": "central", "source": source.name(), "gateway_id": identity.gateway_id}),
-            );
-        }
-        let jwt = identity.jwt.clone();
-        self.identity = Some(identity);
-        Ok(jwt)
-    }
-
-    fn refresh_and_retry(&mut self, running_etag: Option<&str>) -> Exchange {
-        let Some(held) = self.identity.take() else {
-            return Exchange::Failed {
-                message: "no identity to refresh".into(),
-            };
+        let jwt = match self.credential.jwt() {
+            Ok(jwt) => jwt,
+            Err(err) => return failed(err.to_string()),
         };
-        let refreshed = match identity::refresh(&self.paths, &self.client, &held) {
-            Ok(refreshed) => refreshed,
-            Err(err) => {
-                self.identity = Some(held);
-                return Exchange::Failed {
-                    message: err.to_string(),
-                };
-            }
-        };
-        let jwt = refreshed.jwt.clone();
-        self.identity = Some(refreshed);
         match self.client.get_config(&jwt, running_etag) {
-            Err(err) => Exchange::Failed {
-                message: err.to_string(),
-            },
+            Err(err) => failed(err.to_string()),
             Ok(ConfigResponse::Unauthorized) => Exchange::AuthFailed,
             Ok(response) => Exchange::Response(response),
         }

@@ -29,6 +29,9 @@ pub struct CentralSink {
     pub bootstrap_token: Option<String>,
     /// `poll_interval_seconds`, unscaled.
     pub poll_interval: Duration,
+    /// `schedule`, the export cron as written (checked when used: a bad one
+    /// stops this instance's exports only). `None` means every minute.
+    pub schedule: Option<String>,
 }
 
 /// Why a central sink's config cannot drive a poll loop.
@@ -64,6 +67,14 @@ pub fn first_central_sink(document: &Value) -> Result<CentralSink, SinkError> {
         .next()
         .ok_or(SinkError::NoCentralSink)?;
     parse_sink(name, sink)
+}
+
+/// Every central sink of `document`, in document order, each parsed on its
+/// own so one bad instance does not hide the others.
+pub fn central_sinks(document: &Value) -> Vec<Result<CentralSink, SinkError>> {
+    central_sink_entries(document)
+        .map(|(name, sink)| parse_sink(name, sink))
+        .collect()
 }
 
 /// `(name, sink)` for every sink whose `plugin` is the central plugin.
@@ -106,11 +117,17 @@ fn parse_sink(name: &str, sink: &Value) -> Result<CentralSink, SinkError> {
             .filter(|secs| (MIN_POLL_INTERVAL_SECS..=MAX_POLL_INTERVAL_SECS).contains(secs))
             .ok_or_else(|| invalid("poll_interval_seconds must be an integer from 5 to 3600"))?,
     };
+    let schedule = match config.get("schedule") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(schedule)) => Some(schedule.clone()),
+        Some(_) => return Err(invalid("schedule must be a 5-field cron string")),
+    };
     Ok(CentralSink {
         name: name.to_string(),
         url: url.to_string(),
         bootstrap_token,
         poll_interval: Duration::from_secs(poll_interval_secs),
+        schedule,
     })
 }
 
