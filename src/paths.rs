@@ -220,17 +220,11 @@ impl Paths {
     /// Stderr of one action child: `S/logs/actions/<kind>-<name>.log`.
     /// `name` is sanitised so a plugin name cannot escape the directory.
     pub fn action_log(&self, kind: &str, name: &str) -> PathBuf {
-        let safe = |text: &str| -> String {
-            text.chars()
-                .map(|ch| match ch {
-                    'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => ch,
-                    _ => '_',
-                })
-                .collect()
-        };
-        self.logs_dir()
-            .join("actions")
-            .join(format!("{}-{}.log", safe(kind), safe(name)))
+        self.logs_dir().join("actions").join(format!(
+            "{}-{}.log",
+            safe_file_name(kind),
+            safe_file_name(name)
+        ))
     }
 
     pub fn cache_dir(&self) -> PathBuf {
@@ -239,6 +233,58 @@ impl Paths {
 
     pub fn cache_db(&self) -> PathBuf {
         self.cache_dir().join("cache.db")
+    }
+
+    /// `S/usage-policy`: the person's privacy choices for this machine.
+    pub fn usage_policy_dir(&self) -> PathBuf {
+        self.state_root().join("usage-policy")
+    }
+
+    /// Directories marked `local-only` or `ignore` on this machine.
+    pub fn local_only_list(&self) -> PathBuf {
+        self.usage_policy_dir().join("local-only.json")
+    }
+
+    /// Clients opted out of forwarding (`{version, entries: [{source, class}]}`).
+    pub fn client_sync(&self) -> PathBuf {
+        self.usage_policy_dir().join("client-sync.json")
+    }
+
+    /// A live `{deadline_ms}` here holds every export (reference: `hyp remote login`).
+    pub fn first_sync_hold(&self) -> PathBuf {
+        self.usage_policy_dir().join("first-sync-hold.json")
+    }
+
+    /// This installation's id, made at the first join and kept across leave
+    /// and join: mixed into batch ids and the splay offsets.
+    pub fn installation(&self) -> PathBuf {
+        self.state_root().join("installation.json")
+    }
+
+    /// The forward sink's state for one sink instance (watermarks, intents,
+    /// the sent-row ledger, quarantine). `instance` is sanitised so a name
+    /// cannot escape the directory.
+    pub fn sink_instance_dir(&self, instance: &str) -> PathBuf {
+        self.identity_dir()
+            .join("sink-instances")
+            .join(safe_file_name(instance))
+    }
+}
+
+/// `text` with every character outside `[A-Za-z0-9._-]` replaced by `_`
+/// (and an empty, `.` or `..` name made plain), so a name from config stays
+/// one file name inside its directory.
+fn safe_file_name(text: &str) -> String {
+    let safe: String = text
+        .chars()
+        .map(|ch| match ch {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => ch,
+            _ => '_',
+        })
+        .collect();
+    match safe.as_str() {
+        "" | "." | ".." => safe.replace('.', "_") + "_",
+        _ => safe,
     }
 }
 

@@ -146,18 +146,37 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// An exclusive `flock` on `path` (created 0600 when missing), waiting as
 /// long as another holder keeps it; closing the returned file releases it.
 pub fn lock_exclusive(path: &Path) -> io::Result<File> {
-    use std::os::fd::AsRawFd;
-    let file = OpenOptions::new()
+    let file = open_lock_file(path)?;
+    flock(&file, libc::LOCK_EX)?;
+    Ok(file)
+}
+
+/// [`lock_exclusive`] without waiting: `Ok(None)` while another holder keeps it.
+pub fn try_lock_exclusive(path: &Path) -> io::Result<Option<File>> {
+    let file = open_lock_file(path)?;
+    match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => Ok(Some(file)),
+        Err(err) if err.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(FILE_MODE)
-        .open(path)?;
+        .open(path)
+}
+
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     loop {
         // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(file);
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {

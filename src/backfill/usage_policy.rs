@@ -75,16 +75,22 @@ impl UsagePolicy {
 
     /// Whether a session run in `cwd` must be left out.
     pub fn ignores(&self, cwd: &str) -> bool {
+        self.class(cwd) == UsageClass::Ignore
+    }
+
+    /// The class of `cwd` (memoised per run): the forward sink withholds
+    /// anything above `full`.
+    pub fn class(&self, cwd: &str) -> UsageClass {
         if let Ok(memo) = self.memo.lock()
             && let Some(class) = memo.get(cwd)
         {
-            return *class == UsageClass::Ignore;
+            return *class;
         }
         let class = self.resolve(cwd);
         if let Ok(mut memo) = self.memo.lock() {
             memo.insert(cwd.to_string(), class);
         }
-        class == UsageClass::Ignore
+        class
     }
 
     fn resolve(&self, cwd: &str) -> UsageClass {

@@ -28,14 +28,26 @@ pub struct QueryResult {
     pub rows: Vec<Vec<Cell>>,
 }
 
-/// Rows in the cache, read without creating anything. With no `-wal` file
-/// there is no writer mid-transaction, so the file is opened `immutable`
-/// (no `-shm` is created); otherwise a plain read-only connection joins the
-/// writer's WAL.
+/// Rows in the cache, read without creating anything.
 pub fn row_count(db: &Path) -> Result<u64, String> {
     if !db.exists() {
         return Ok(0);
     }
+    let connection = open_snapshot(db)
+        .map_err(|err| format!("cannot open the cache {}: {err}", db.display()))?;
+    connection
+        .query_row("SELECT count(*) FROM ai_gateway_messages", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|rows| rows.max(0) as u64)
+        .map_err(|err| format!("cannot count cache rows in {}: {err}", db.display()))
+}
+
+/// Open an SQLite database for reading without creating anything beside
+/// it (status must write nothing). With no `-wal` file there is no writer
+/// mid-transaction, so the file is opened `immutable` (no `-shm` is
+/// created); otherwise a plain read-only connection joins the writer's WAL.
+pub fn open_snapshot(db: &Path) -> rusqlite::Result<Connection> {
     let wal = db.with_file_name(format!(
         "{}-wal",
         db.file_name()
@@ -50,14 +62,9 @@ pub fn row_count(db: &Path) -> Result<u64, String> {
     } else {
         format!("file:{}?immutable=1", uri_path(db))
     };
-    let connection = Connection::open_with_flags(uri, flags)
-        .map_err(|err| format!("cannot open the cache {}: {err}", db.display()))?;
-    connection
-        .query_row("SELECT count(*) FROM ai_gateway_messages", [], |row| {
-            row.get::<_, i64>(0)
-        })
-        .map(|rows| rows.max(0) as u64)
-        .map_err(|err| format!("cannot count cache rows in {}: {err}", db.display()))
+    let connection = Connection::open_with_flags(uri, flags)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
 }
 
 /// `path` for an SQLite `file:` URI: the three characters a URI path

@@ -29,6 +29,8 @@ pub enum Command {
     Backfill(crate::cli::backfill::BackfillArgs),
     /// Query the local cache with read-only SQL
     Query(crate::cli::query::QueryArgs),
+    /// Send the cache's rows to central now (the daemon does it on its schedule)
+    Sync(crate::cli::sync::SyncArgs),
     /// Check, show and locate the configuration layers
     Config(crate::cli::config::ConfigArgs),
     /// Show or retry the client actions the daemon performs (backfill on join)

@@ -21,6 +21,7 @@ pub mod join;
 pub mod output;
 mod query;
 mod status;
+mod sync;
 mod version;
 
 use args::{Cli, Command};
@@ -166,6 +167,7 @@ fn run(cli: Cli) -> Result<Code, CliError> {
         Command::Leave(args) => join::run_leave(&args),
         Command::Backfill(args) => backfill::run(args),
         Command::Query(args) => query::run(args),
+        Command::Sync(args) => sync::run(args),
     }
 }
 

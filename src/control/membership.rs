@@ -11,6 +11,7 @@ use std::io;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::config;
 use crate::config::catalog::CENTRAL_PLUGIN;
@@ -70,12 +71,19 @@ pub struct JoinReport {
     pub superseded_applied_config: bool,
 }
 
-/// Write the seed (0600, atomic) and reset the applied layer to it.
+/// Write the seed (0600, atomic) and reset the applied layer to it. The
+/// installation id and an empty `client-sync.json` are made first, when
+/// missing, as the reference stamps the latter before the seed exists.
 pub fn join(paths: &Paths, url: &str, token: &str) -> Result<JoinReport, JoinError> {
     let seed = seed_document(url, token);
     let errors = config::validate_central_document(&seed);
     if !errors.is_empty() {
         return Err(JoinError::InvalidSeed(errors));
+    }
+    installation_id(paths).map_err(JoinError::WriteSeed)?;
+    if !paths.client_sync().exists() {
+        statefile::write(&paths.client_sync(), &json!({"version": 1, "entries": []}))
+            .map_err(JoinError::WriteSeed)?;
     }
     statefile::write(&paths.seed(), &seed).map_err(JoinError::WriteSeed)?;
     let reset = engine::reset_to_seed(paths).map_err(|source| JoinError::Reset { source })?;
@@ -83,6 +91,67 @@ pub fn join(paths: &Paths, url: &str, token: &str) -> Result<JoinReport, JoinErr
         seed_path: paths.seed(),
         superseded_applied_config: reset.had_active_slot,
     })
+}
+
+/// `installation.json` as on disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Installation {
+    installation_id: String,
+    created_at: String,
+}
+
+/// This installation's id: 32 lowercase hex characters made at the first
+/// join (or the first export of a host joined by an older hyp) and kept
+/// across leave and join. A damaged file is replaced by a new id.
+pub fn installation_id(paths: &Paths) -> Result<String, statefile::WriteError> {
+    if let Some(id) = read_installation_id(paths) {
+        return Ok(id);
+    }
+    let installation = Installation {
+        installation_id: new_installation_id(),
+        created_at: crate::time::now_iso(),
+    };
+    statefile::write(&paths.installation(), &installation)?;
+    Ok(installation.installation_id)
+}
+
+/// The id when `installation.json` holds one (read-only callers: status,
+/// the splay).
+pub fn read_installation_id(paths: &Paths) -> Option<String> {
+    statefile::read::<Installation>(&paths.installation())
+        .ok()
+        .map(|installation| installation.installation_id)
+        .filter(|id| id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
+/// 16 random bytes from the kernel, as hex; the clock, pid and std's
+/// random hash keys when `/dev/urandom` cannot be read.
+fn new_installation_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let from_kernel = fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .is_ok();
+    if !from_kernel {
+        let seed = format!(
+            "{}-{}-{}",
+            jiff::Timestamp::now().as_nanosecond(),
+            std::process::id(),
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        );
+        let digest = sha2::Sha256::digest(seed.as_bytes());
+        bytes.copy_from_slice(&digest[..16]);
+    }
+    crate::sink::chunk::hex(&bytes)
+}
+
+/// When this machine joined: the time `hyp join` wrote the seed.
+pub fn joined_at(paths: &Paths) -> Option<jiff::Timestamp> {
+    let modified = fs::metadata(paths.seed()).ok()?.modified().ok()?;
+    jiff::Timestamp::try_from(modified).ok()
 }
 
 /// What `leave` found before it removed anything.
