@@ -114,15 +114,10 @@ impl BackfillHandler {
         base_env: impl IntoIterator<Item = (OsString, OsString)>,
         grace: Duration,
     ) -> BackfillHandler {
-        let mut env: Vec<(OsString, OsString)> = base_env
-            .into_iter()
-            .filter(|(name, _)| name != "HYP_HOME")
-            .collect();
-        env.push(("HYP_HOME".into(), paths.home().as_os_str().to_owned()));
         BackfillHandler {
+            env: child::environment(&paths, base_env),
             paths,
             exe,
-            env,
             grace,
         }
     }

@@ -136,6 +136,20 @@ impl CancelSource {
     }
 }
 
+/// A child's whole environment: the daemon's, with `HYP_HOME` forced to
+/// the daemon's home so the child works on the daemon's state and cache.
+pub fn environment(
+    paths: &crate::paths::Paths,
+    base: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = base
+        .into_iter()
+        .filter(|(name, _)| name != "HYP_HOME")
+        .collect();
+    env.push(("HYP_HOME".into(), paths.home().as_os_str().to_owned()));
+    env
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {

@@ -3,6 +3,7 @@
 
 pub mod backfill_handler;
 pub mod backoff;
+pub mod capture;
 pub mod child;
 pub mod handler;
 pub mod op_queue;

@@ -32,13 +32,16 @@ use serde_json::json;
 
 use crate::actions::backfill_handler::BackfillHandler;
 use crate::actions::backoff::Backoff;
-use crate::actions::child::{Cancel, CancelSource};
+use crate::actions::capture::Capture;
+use crate::actions::child::{self, Cancel, CancelSource};
 use crate::actions::handler::Handler;
 use crate::actions::op_queue::{OpQueue, retries_failed_now};
-use crate::actions::reconciler::{Clock, FailedUnits, PassReport, Reconciler, system_clock};
+use crate::actions::reconciler::{
+    Clock, FailedUnits, PassReport, Reconciler, UnitOutcome, system_clock,
+};
 use crate::actions::recovery;
 use crate::actions::store::MarkerStore;
-use crate::daemon::messages::{PassReason, PassRequest};
+use crate::daemon::messages::{ExportReason, ExportRequest, PassReason, PassRequest};
 use crate::event_log;
 use crate::paths::{Paths, TimeScale};
 use crate::time::iso_ms;
@@ -50,6 +53,8 @@ const CHILD_GRACE_SECS: u64 = 10;
 pub struct WorkerContext {
     pub paths: Paths,
     pub time_scale: TimeScale,
+    /// Told when a child committed rows, so they reach central at once.
+    pub exports: Option<Sender<ExportRequest>>,
 }
 
 /// Everything a worker runs with. [`WorkerHandle::spawn`] fills it with the
@@ -64,6 +69,8 @@ pub struct WorkerSetup {
     pub clock: Clock,
     /// Extra handlers after the built-in ones (tests).
     pub extra_handlers: Vec<Box<dyn Handler>>,
+    /// Told when a child committed rows (the exporter's inbox).
+    pub exports: Option<Sender<ExportRequest>>,
 }
 
 impl WorkerSetup {
@@ -76,6 +83,7 @@ impl WorkerSetup {
             env: std::env::vars_os().collect(),
             clock: system_clock(),
             extra_handlers: Vec::new(),
+            exports: context.exports,
         })
     }
 }
@@ -119,11 +127,19 @@ impl WorkerHandle {
         let (cancel_source, cancel) = CancelSource::new();
         let (exit_guard, exited) = bounded::<()>(0);
         let stats = Arc::new(WorkerStats::default());
+        let grace = setup.time_scale.secs(CHILD_GRACE_SECS);
+        let capture = Capture::new(
+            &setup.paths,
+            setup.exe.clone(),
+            child::environment(&setup.paths, setup.env.clone()),
+            setup.time_scale,
+            grace,
+        );
         let mut handlers: Vec<Box<dyn Handler>> = vec![Box::new(BackfillHandler::new(
             setup.paths.clone(),
             setup.exe,
             setup.env,
-            setup.time_scale.secs(CHILD_GRACE_SECS),
+            grace,
         ))];
         handlers.extend(setup.extra_handlers);
         let reconciler = Reconciler::new(
@@ -139,6 +155,8 @@ impl WorkerHandle {
             cancel,
             queue: OpQueue::default(),
             retry_at: None,
+            capture,
+            exports: setup.exports,
             stats: Arc::clone(&stats),
             _exit_guard: exit_guard,
         };
@@ -188,6 +206,7 @@ pub fn recover_at_boot(paths: &Paths) {
 enum Event {
     Request(PassReason),
     RetryDue,
+    CaptureDue,
     Stop,
 }
 
@@ -198,6 +217,8 @@ struct WorkerActor {
     cancel: Cancel,
     queue: OpQueue,
     retry_at: Option<Instant>,
+    capture: Capture,
+    exports: Option<Sender<ExportRequest>>,
     stats: Arc<WorkerStats>,
     /// Dropped when the thread ends, however it ends.
     _exit_guard: Sender<()>,
@@ -205,6 +226,8 @@ struct WorkerActor {
 
 impl WorkerActor {
     fn run(mut self, inbox: Receiver<PassRequest>) {
+        self.capture
+            .refresh(&crate::config::load_effective(&self.paths));
         loop {
             match self.next_event(&inbox) {
                 Event::Stop => break,
@@ -213,6 +236,7 @@ impl WorkerActor {
                     self.retry_at = None;
                     self.queue.request(PassReason::RetryDue);
                 }
+                Event::CaptureDue => self.sweep_due(),
             }
             self.run_queued(&inbox);
         }
@@ -222,6 +246,11 @@ impl WorkerActor {
     fn next_event(&self, inbox: &Receiver<PassRequest>) -> Event {
         let retry_timer = self
             .retry_at
+            .map(crossbeam_channel::at)
+            .unwrap_or_else(never);
+        let capture_timer = self
+            .capture
+            .next_wake()
             .map(crossbeam_channel::at)
             .unwrap_or_else(never);
         self.stats
@@ -234,6 +263,7 @@ impl WorkerActor {
                 Err(_) => Event::Stop,
             },
             recv(retry_timer) -> _ => Event::RetryDue,
+            recv(capture_timer) -> _ => Event::CaptureDue,
         };
         self.stats.idle.store(false, Ordering::SeqCst);
         event
@@ -264,6 +294,7 @@ impl WorkerActor {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             self.reconciler.pass(&config, failed_units, &self.cancel)
         }));
+        self.capture.refresh(&config);
         match outcome {
             Ok(Ok(report)) => {
                 event_log::info(
@@ -271,6 +302,9 @@ impl WorkerActor {
                     json!({"hyp_reason": reason_name, "results": report.results.len(), "cancelled": report.cancelled}),
                 );
                 self.arm_retry(&report);
+                if committed_rows(&report) {
+                    self.rows_committed();
+                }
             }
             Ok(Err(err)) => event_log::error(
                 "daemon.reconcile_failed",
@@ -298,6 +332,40 @@ impl WorkerActor {
             Instant::now() + Duration::from_millis(wait_ms as u64)
         });
     }
+}
+
+impl WorkerActor {
+    /// Run the capture sweeps that are due; a panic is logged and the
+    /// worker goes on.
+    fn sweep_due(&mut self) {
+        let swept = catch_unwind(AssertUnwindSafe(|| self.capture.run_due(&self.cancel)));
+        match swept {
+            Ok(true) => self.rows_committed(),
+            Ok(false) => {}
+            Err(_panic) => event_log::error(
+                "capture.sweep_panicked",
+                json!({"message": "a capture sweep panicked"}),
+            ),
+        }
+    }
+
+    /// Ask the exporter to send what a child just committed.
+    fn rows_committed(&self) {
+        if let Some(exports) = &self.exports {
+            let _ = exports.send(ExportRequest {
+                reason: ExportReason::RowsCommitted,
+            });
+        }
+    }
+}
+
+/// Whether a pass's children may have committed rows: one wrote rows, or
+/// one failed after possibly committing some.
+fn committed_rows(report: &PassReport) -> bool {
+    report
+        .results
+        .iter()
+        .any(|result| result.rows.unwrap_or(0) > 0 || result.outcome == UnitOutcome::Failed)
 }
 
 fn reason_name(reason: &PassReason) -> &'static str {

@@ -22,6 +22,27 @@ pub struct PassRequest {
     pub reason: PassReason,
 }
 
+/// Why the exporter is asked to check its instances outside its tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportReason {
+    /// A backfill child or a capture sweep committed rows.
+    RowsCommitted,
+}
+
+impl ExportReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportReason::RowsCommitted => "rows_committed",
+        }
+    }
+}
+
+/// A request to the exporter thread for an export check now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRequest {
+    pub reason: ExportReason,
+}
+
 /// What the poll thread tells the main thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollEvent {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::paths::Paths;
 
+pub mod exporter;
 pub mod lock;
 pub mod logs;
 pub mod messages;

@@ -22,6 +22,7 @@ use crate::actions::worker::{self, WorkerContext, WorkerHandle};
 use crate::config;
 use crate::control::engine;
 use crate::control::poll::{PollContext, PollHandle};
+use crate::daemon::exporter::{ExporterHandle, ExporterSetup};
 use crate::daemon::lock::{DaemonLock, LockError};
 use crate::daemon::messages::{PassReason, PassRequest, PollEvent};
 use crate::daemon::pid_file::{self, PidFile};
@@ -185,9 +186,11 @@ fn boot(
     effective.log_merge_outcome();
     worker::recover_at_boot(paths);
     let (pass_sender, pass_inbox) = crossbeam_channel::unbounded();
+    let (export_sender, export_inbox) = crossbeam_channel::unbounded();
     let worker_context = WorkerContext {
         paths: paths.clone(),
         time_scale,
+        exports: Some(export_sender),
     };
     let worker = match WorkerHandle::spawn(worker_context, pass_inbox) {
         Ok(worker) => worker,
@@ -201,6 +204,21 @@ fn boot(
             return Err(DaemonError::Worker(err));
         }
     };
+    let exporter = match ExporterSetup::for_daemon(paths, time_scale)
+        .and_then(|setup| ExporterHandle::spawn(setup, export_inbox))
+    {
+        Ok(exporter) => Some(exporter),
+        Err(err) => {
+            event_log::error(
+                "daemon.exporter_start_failed",
+                json!({"message": err.to_string()}),
+            );
+            status.warn(format!(
+                "cannot start the exporter thread: {err} (rows are not forwarded; 'hyp sync' still works)"
+            ));
+            None
+        }
+    };
     let (event_sender, events) = crossbeam_channel::unbounded();
     let mut daemon = Daemon {
         paths: paths.clone(),
@@ -212,6 +230,7 @@ fn boot(
         event_sender,
         pass_sender,
         worker,
+        exporter,
         poll: None,
         watchdog: Watchdog::default(),
     };
@@ -273,6 +292,8 @@ struct Daemon {
     /// The worker's inbox; the poll thread holds a clone for the confirm edge.
     pass_sender: Sender<PassRequest>,
     worker: WorkerHandle,
+    /// `None` only when its thread could not start (or in tests).
+    exporter: Option<ExporterHandle>,
     poll: Option<PollHandle>,
     watchdog: Watchdog,
 }
@@ -453,6 +474,7 @@ impl Daemon {
             signals,
             pass_sender,
             worker,
+            exporter,
             poll,
             ..
         } = self;
@@ -479,7 +501,7 @@ impl Daemon {
         // Stop accepting passes: after the poll thread ends, the worker's
         // inbox has no sender left.
         drop(pass_sender);
-        let drained = drain_threads(poll, worker, time_scale);
+        let drained = drain_threads(poll, worker, exporter, time_scale);
         let (ending, drain_end) = wait_for_drain(&drained, signals.clone(), time_scale, ending);
         let ending = last_look_before_exec(ending, &signals);
         match (ending, drain_end) {
@@ -527,16 +549,18 @@ impl Daemon {
     }
 }
 
-/// Stop the poll thread (1 s grace) and then the worker on a helper thread;
-/// the receiver yields (or disconnects) when both are done.
+/// Stop the poll thread (1 s grace), then the worker and the exporter
+/// together, on a helper thread; the receiver yields (or disconnects) when
+/// all are done.
 fn drain_threads(
     poll: Option<PollHandle>,
     worker: WorkerHandle,
+    exporter: Option<ExporterHandle>,
     time_scale: TimeScale,
 ) -> Receiver<()> {
     let (done, drained) = crossbeam_channel::bounded(1);
     let grace = time_scale.secs(POLL_STOP_GRACE_SECS);
-    let worker_deadline = Instant::now() + time_scale.secs(WORKER_SHUTDOWN_SECS);
+    let children_deadline = Instant::now() + time_scale.secs(WORKER_SHUTDOWN_SECS);
     let spawned = std::thread::Builder::new()
         .name("drain".into())
         .spawn(move || {
@@ -546,11 +570,16 @@ fn drain_threads(
             if let Some(poll) = poll {
                 poll.stop(grace);
             }
-            worker.shutdown(worker_deadline);
+            std::thread::scope(|scope| {
+                if let Some(exporter) = exporter {
+                    scope.spawn(move || exporter.shutdown(children_deadline));
+                }
+                worker.shutdown(children_deadline);
+            });
             let _ = done.send(());
         });
     if let Err(err) = spawned {
-        // The closure (and with it both handles) is dropped: the threads see
+        // The closure (and with it every handle) is dropped: the threads see
         // their inboxes close and end on their own; `drained` disconnects.
         event_log::error(
             "daemon.drain_thread_failed",
@@ -689,6 +718,7 @@ mod tests {
         let context = WorkerContext {
             paths: paths.clone(),
             time_scale: TimeScale::REAL,
+            exports: None,
         };
         let worker = WorkerHandle::spawn(context, pass_inbox).unwrap();
         let (event_sender, events) = crossbeam_channel::unbounded();
@@ -702,6 +732,7 @@ mod tests {
             event_sender: event_sender.clone(),
             pass_sender,
             worker,
+            exporter: None,
             poll: None,
             watchdog: Watchdog::default(),
         };

@@ -77,6 +77,7 @@ impl Fixture {
             env: vec![("PATH".into(), std::env::var_os("PATH").unwrap_or_default())],
             clock: system_clock(),
             extra_handlers: Vec::new(),
+            exports: None,
         };
         (sender, WorkerHandle::spawn_with(setup, inbox).unwrap())
     }

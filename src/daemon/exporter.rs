@@ -1,0 +1,267 @@
+//! The exporter thread: when the forward sink exports (contract §12
+//! "When"). It ticks every 60 s (scaled), starting at this host's splay
+//! offset so a fleet that boots together does not reach central together,
+//! and on a tick exports every central sink instance whose `schedule`
+//! matches the minute and whose backoff has passed. An `ExportRequest`
+//! (a backfill child or a capture sweep committed rows) asks for the same
+//! check at once, so a join's history reaches central seconds after it is
+//! imported.
+//!
+//! Each export is a `hyp sync <instance> --scheduled --json` child through
+//! the one spawning chokepoint (own process group, nice, parent-death
+//! signal, stderr log): a slow upload never blocks the daemon's other
+//! threads, the daemon's memory stays small whatever the cache size, and a
+//! crash mid-export is the crash the intents are made for. Requests that
+//! arrive during an export coalesce into one more check after it.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, at, bounded, select_biased};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::actions::child::{self, Cancel, CancelSource, ChildOutcome, ChildSpec};
+use crate::config::cron::{self, Schedule};
+use crate::control::sink::CentralSink;
+use crate::daemon::messages::{ExportReason, ExportRequest};
+use crate::event_log;
+use crate::paths::{Paths, TimeScale};
+use crate::sink;
+use crate::sink::store::ForwardStore;
+
+/// The tick, unscaled (the reference's 60 s).
+const TICK: Duration = Duration::from_secs(60);
+/// How long an interrupted export child gets between SIGTERM and SIGKILL.
+const CHILD_GRACE_SECS: u64 = 10;
+
+/// What the exporter runs with; tests point `exe` at the built binary.
+pub struct ExporterSetup {
+    pub paths: Paths,
+    pub time_scale: TimeScale,
+    /// The program run as `<exe> sync ...` (the daemon's own binary).
+    pub exe: PathBuf,
+    /// The children's environment (`HYP_HOME` forced to the daemon's).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl ExporterSetup {
+    pub fn for_daemon(paths: &Paths, time_scale: TimeScale) -> io::Result<ExporterSetup> {
+        Ok(ExporterSetup {
+            paths: paths.clone(),
+            time_scale,
+            exe: std::env::current_exe()?,
+            env: child::environment(paths, std::env::vars_os()),
+        })
+    }
+}
+
+/// The running exporter; `shutdown` interrupts a running export and joins.
+pub struct ExporterHandle {
+    thread: JoinHandle<()>,
+    cancel: CancelSource,
+    exited: Receiver<()>,
+}
+
+impl ExporterHandle {
+    pub fn spawn(
+        setup: ExporterSetup,
+        inbox: Receiver<ExportRequest>,
+    ) -> io::Result<ExporterHandle> {
+        let (cancel_source, cancel) = CancelSource::new();
+        let (exit_guard, exited) = bounded::<()>(0);
+        let period = setup.time_scale.scale(TICK);
+        let installation =
+            crate::control::membership::read_installation_id(&setup.paths).unwrap_or_default();
+        let offset = setup
+            .time_scale
+            .scale(crate::splay::offset(&installation, "export", TICK));
+        let actor = ExporterActor {
+            grace: setup.time_scale.secs(CHILD_GRACE_SECS),
+            setup,
+            cancel,
+            period,
+            next_tick: Instant::now() + offset,
+            invalid_schedules: Vec::new(),
+            _exit_guard: exit_guard,
+        };
+        let thread = std::thread::Builder::new()
+            .name("exporter".into())
+            .spawn(move || actor.run(&inbox))?;
+        Ok(ExporterHandle {
+            thread,
+            cancel: cancel_source,
+            exited,
+        })
+    }
+
+    /// Stop ticking, interrupt a running export child (SIGTERM to its
+    /// group, SIGKILL after the grace; its intent makes the next export
+    /// resend what was in flight), and join by `deadline`.
+    pub fn shutdown(self, deadline: Instant) {
+        self.cancel.cancel(deadline);
+        match self.exited.recv_deadline(deadline) {
+            Err(RecvTimeoutError::Timeout) => event_log::error(
+                "central.forward.exporter_stuck",
+                json!({"detail": "the exporter did not stop by the shutdown deadline"}),
+            ),
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.thread.join();
+            }
+        }
+    }
+}
+
+/// Why the exporter woke.
+enum Wake {
+    Tick,
+    Request(ExportReason),
+    Stop,
+}
+
+struct ExporterActor {
+    setup: ExporterSetup,
+    cancel: Cancel,
+    grace: Duration,
+    period: Duration,
+    next_tick: Instant,
+    /// Instances whose bad schedule was already logged (logged once).
+    invalid_schedules: Vec<String>,
+    /// Dropped when the thread ends, however it ends.
+    _exit_guard: Sender<()>,
+}
+
+impl ExporterActor {
+    fn run(mut self, inbox: &Receiver<ExportRequest>) {
+        loop {
+            let wake = self.next_wake(inbox);
+            match wake {
+                Wake::Stop => break,
+                Wake::Tick => self.advance_tick(),
+                Wake::Request(reason) => event_log::debug(
+                    "central.forward.export_requested",
+                    json!({"hyp_reason": reason.name()}),
+                ),
+            }
+            // Requests that came meanwhile are answered by this one check.
+            while inbox.try_recv().is_ok() {}
+            self.export_due();
+            if self.cancel.is_cancelled() {
+                break;
+            }
+        }
+        event_log::debug("central.forward.exporter_stopped", json!({}));
+    }
+
+    fn next_wake(&self, inbox: &Receiver<ExportRequest>) -> Wake {
+        select_biased! {
+            recv(self.cancel.receiver()) -> _ => Wake::Stop,
+            recv(inbox) -> request => match request {
+                Ok(request) => Wake::Request(request.reason),
+                Err(_) => Wake::Stop,
+            },
+            recv(at(self.next_tick)) -> _ => Wake::Tick,
+        }
+    }
+
+    /// The next tick on the grid after now (ticks missed during a long
+    /// export are skipped, not run back to back).
+    fn advance_tick(&mut self) {
+        let now = Instant::now();
+        while self.next_tick <= now {
+            self.next_tick += self.period.max(Duration::from_millis(1));
+        }
+    }
+
+    /// Export every instance that is due now.
+    fn export_due(&mut self) {
+        let config = crate::config::load_effective(&self.setup.paths);
+        let now = Timestamp::now();
+        for instance in sink::instances(&config) {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            match instance {
+                Ok(sink) if self.is_due(&sink, now) => self.export(&sink),
+                Ok(_) => {}
+                Err(err) => event_log::warn(
+                    "central.forward.instance_invalid",
+                    json!({"message": err.to_string()}),
+                ),
+            }
+        }
+    }
+
+    /// The schedule matches this minute (UTC) and no backoff holds it.
+    fn is_due(&mut self, sink: &CentralSink, now: Timestamp) -> bool {
+        let expression = sink.schedule.as_deref().unwrap_or(cron::EVERY_MINUTE);
+        let schedule = match Schedule::parse(expression) {
+            Ok(schedule) => schedule,
+            Err(err) => {
+                if !self.invalid_schedules.contains(&sink.name) {
+                    self.invalid_schedules.push(sink.name.clone());
+                    event_log::error(
+                        "central.forward.schedule_invalid",
+                        json!({"hyp_sink_instance": sink.name, "schedule": expression, "message": err.to_string()}),
+                    );
+                }
+                return false;
+            }
+        };
+        self.invalid_schedules.retain(|name| name != &sink.name);
+        if !schedule.matches(now) {
+            return false;
+        }
+        let next_attempt =
+            ForwardStore::open_read_only(&self.setup.paths.sink_instance_dir(&sink.name))
+                .ok()
+                .flatten()
+                .and_then(|store| store.export_state().ok())
+                .and_then(|state| state.next_attempt_at)
+                .and_then(|at| crate::time::parse_iso(&at));
+        next_attempt.is_none_or(|next| next <= now)
+    }
+
+    fn export(&self, sink: &CentralSink) {
+        let spec = ChildSpec {
+            program: self.setup.exe.clone(),
+            args: vec![
+                "sync".into(),
+                sink.name.clone().into(),
+                "--scheduled".into(),
+                "--json".into(),
+            ],
+            env: self.setup.env.clone(),
+            stderr_log: self.setup.paths.action_log("export", &sink.name),
+            grace: self.grace,
+        };
+        let run = child::run(&spec, &self.cancel, &|pid| {
+            event_log::debug(
+                "central.forward.export_started",
+                json!({"hyp_sink_instance": sink.name, "pid": pid}),
+            );
+        });
+        let summary = serde_json::from_slice::<Value>(&run.stdout)
+            .ok()
+            .and_then(|document| document.pointer("/sinks/0").cloned())
+            .unwrap_or(Value::Null);
+        let fields = json!({
+            "hyp_sink_instance": sink.name,
+            "outcome": run.outcome.to_string(),
+            "status": summary.get("status"),
+            "rows_sent": summary.get("rows_sent"),
+            "pending_rows": summary.get("pending_rows"),
+            "error": summary.get("error"),
+            "stderr": run.stderr_tail,
+        });
+        match run.outcome {
+            ChildOutcome::Exited(0) | ChildOutcome::Cancelled => {
+                event_log::debug("central.forward.export_run", fields)
+            }
+            _ => event_log::warn("central.forward.export_run", fields),
+        }
+    }
+}
