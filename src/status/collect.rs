@@ -14,8 +14,8 @@ use crate::config::{self, EffectiveConfig, catalog};
 use crate::paths::Paths;
 use crate::statefile::{self, StateRead};
 use crate::status::report::{
-    ActivePlugin, CacheSummary, ConfigLayers, ConfigSummary, DaemonSummary, Diagnostic, Overall,
-    ProbationView, Provenance, RemoteConfig, SCHEMA_VERSION, SinkRow, StatusReport,
+    ActivePlugin, CacheSummary, CaptureRow, ConfigLayers, ConfigSummary, DaemonSummary, Diagnostic,
+    Overall, ProbationView, Provenance, RemoteConfig, SCHEMA_VERSION, SinkRow, StatusReport,
 };
 
 /// The retention the cache uses when config names none.
@@ -28,17 +28,19 @@ pub fn collect(paths: &Paths) -> StatusReport {
     let config = config_summary(paths, &effective, &mut diagnostics);
     let daemon = daemon_summary(paths, &effective, &mut diagnostics);
     let remote_config = remote_config(paths, &mut diagnostics);
+    usage_policy(paths, &effective, &mut diagnostics);
     let report = StatusReport {
         schema_version: SCHEMA_VERSION,
         overall: Overall::Healthy,
         config,
         active_plugins: active_plugins(&effective),
         daemon,
-        sinks: sink_rows(&effective),
+        sinks: sink_rows(paths, &effective, &mut diagnostics),
         cache: cache_summary(paths, &effective, &mut diagnostics),
         config_layers: config_layers(&effective),
         remote_config,
         client_actions: client_actions(paths, &effective, &mut diagnostics),
+        capture: capture(paths, &effective),
         diagnostics,
     };
     StatusReport {
@@ -154,11 +156,16 @@ fn active_plugins(effective: &EffectiveConfig) -> Vec<ActivePlugin> {
         .collect()
 }
 
-fn sink_rows(effective: &EffectiveConfig) -> Vec<SinkRow> {
+fn sink_rows(
+    paths: &Paths,
+    effective: &EffectiveConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<SinkRow> {
     let central = effective.central_sink_names();
     let Some(sinks) = effective.document.get("sinks").and_then(Value::as_object) else {
         return Vec::new();
     };
+    let now = Timestamp::now();
     sinks
         .iter()
         .map(|(instance, sink)| {
@@ -167,6 +174,12 @@ fn sink_rows(effective: &EffectiveConfig) -> Vec<SinkRow> {
                 Some(plugin) => (plugin, "request"),
                 None => (text("writer").unwrap_or_default(), "blob"),
             };
+            let forward = (plugin == catalog::CENTRAL_PLUGIN).then(|| {
+                let overview =
+                    crate::sink::overview(paths, instance, effective.has_central_layer, now);
+                forward_diagnostics(instance, sink, &overview, now, diagnostics);
+                overview
+            });
             SinkRow {
                 instance: instance.clone(),
                 plugin,
@@ -175,9 +188,96 @@ fn sink_rows(effective: &EffectiveConfig) -> Vec<SinkRow> {
                     effective.has_central_layer,
                     central.contains(&instance.as_str()),
                 ),
+                forward,
             }
         })
         .collect()
+}
+
+/// A usage-policy file that cannot be read stops every export (fail closed).
+fn usage_policy(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Diagnostic>) {
+    if !effective.has_central_layer {
+        return;
+    }
+    if let Err(err) = crate::sink::privacy::Privacy::load(paths) {
+        diagnostics.push(Diagnostic::error(
+            "usage_policy_unreadable",
+            err.to_string(),
+            &[&format!(
+                "fix or remove {}, then 'hyp sync'",
+                err.path.display()
+            )],
+        ));
+    }
+}
+
+/// What a person must know about a central sink's exports: refused rows,
+/// rows stuck behind failures, a schedule or policy that stops them, state
+/// that cannot be read.
+fn forward_diagnostics(
+    instance: &str,
+    sink: &Value,
+    overview: &crate::sink::SinkOverview,
+    now: Timestamp,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let name = crate::sanitize::label(instance);
+    if overview.rows_quarantined > 0 {
+        diagnostics.push(Diagnostic::error(
+            "central_rows_quarantined",
+            format!(
+                "central refused {} of this machine's rows on their own ({}); they are kept in quarantine and not sent",
+                crate::units::counted(overview.rows_quarantined, "row", "rows"),
+                overview
+                    .last_error
+                    .as_ref()
+                    .map_or_else(|| "see the daemon log".to_string(), |error| crate::sanitize::error_text(&error.message)),
+            ),
+            &[
+                "hyp daemon logs   (central.forward.quarantined names each row)",
+                &format!("hyp sync {name} --retry-quarantined   (once central accepts them)"),
+            ],
+        ));
+    }
+    if overview.stuck(now) {
+        diagnostics.push(Diagnostic::error(
+            "central_export_failing",
+            format!(
+                "{} have waited more than an hour for central: exports of '{name}' fail since {} ({})",
+                crate::units::counted(overview.pending_rows, "row", "rows"),
+                overview.failing_since.as_deref().map(crate::sanitize::label).unwrap_or_default(),
+                overview
+                    .last_error
+                    .as_ref()
+                    .map_or_else(String::new, |error| crate::sanitize::error_text(&error.message)),
+            ),
+            &[
+                "check that this machine reaches the central server (network, proxy, certificates)",
+                &format!("hyp sync {name}   (tries now and shows the error)"),
+            ],
+        ));
+    }
+    if let Some(schedule) = sink.pointer("/config/schedule").and_then(Value::as_str)
+        && !crate::config::cron::is_cron_expression(schedule)
+    {
+        diagnostics.push(Diagnostic::error(
+            "central_schedule_invalid",
+            format!(
+                "sink '{name}' has schedule '{}', which is not a 5-field cron expression: the daemon does not export it",
+                crate::sanitize::label(schedule)
+            ),
+            &["fix sinks.<name>.config.schedule in the central config (e.g. \"*/5 * * * *\")"],
+        ));
+    }
+    if let Some(error) = &overview.unreadable {
+        diagnostics.push(Diagnostic::warning(
+            "forward_state_unreadable",
+            format!("{error} - export progress is unknown"),
+            &[&format!(
+                "hyp sync {name}   (an export rebuilds what it can)"
+            )],
+        ));
+    }
 }
 
 fn daemon_summary(
@@ -430,6 +530,46 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
         last_rollback,
         bad_etag: object("bad_etag"),
     }
+}
+
+/// The capture sweeps of each enabled provider on a joined host: its
+/// policy from config, its last and next sweep from the worker's record.
+fn capture(
+    paths: &Paths,
+    effective: &EffectiveConfig,
+) -> Option<std::collections::BTreeMap<String, CaptureRow>> {
+    if !effective.has_central_layer {
+        return None;
+    }
+    let record: crate::actions::capture::CaptureFile =
+        statefile::read(&crate::actions::capture::capture_file(paths))
+            .ok()
+            .unwrap_or_default();
+    let running = crate::daemon::running_pid(paths).is_some();
+    let rows: std::collections::BTreeMap<String, CaptureRow> =
+        crate::actions::backfill_handler::targets(effective)
+            .into_iter()
+            .filter_map(|target| {
+                let entry = effective.enabled_plugin(target.provider.plugin)?;
+                let policy = crate::config::policy::CapturePolicy::read(&entry.config);
+                let sweeps = record
+                    .providers
+                    .get(target.provider.name)
+                    .cloned()
+                    .unwrap_or_default();
+                let row = CaptureRow {
+                    enabled: policy.enabled,
+                    interval_seconds: policy.interval.as_secs(),
+                    last_sweep_at: sweeps.last_sweep_at,
+                    last_sweep_rows: sweeps.last_sweep_rows,
+                    next_sweep_at: sweeps.next_sweep_at.filter(|_| running && policy.enabled),
+                    last_error: sweeps.last_error,
+                    waiting_for: sweeps.waiting_for.filter(|_| policy.enabled),
+                };
+                Some((target.provider.name.to_string(), row))
+            })
+            .collect();
+    (!rows.is_empty()).then_some(rows)
 }
 
 /// The reconciler's rows, through the same gate as its `desired()`, or

@@ -17,6 +17,7 @@ pub fn render(report: &StatusReport) -> String {
     layers(&mut out, report);
     remote_config(&mut out, report);
     client_actions(&mut out, report);
+    capture(&mut out, report);
     diagnostics(&mut out, &report.diagnostics);
     out
 }
@@ -117,7 +118,79 @@ fn plugins_and_sinks(out: &mut String, report: &StatusReport) {
             sink.kind,
             tag(sink.provenance)
         );
+        if let Some(forward) = &sink.forward {
+            let _ = writeln!(out, "      {}", forward_line(&sink.instance, forward));
+        }
     }
+}
+
+/// One line a person reads at a glance: "central: 0 rows pending, last
+/// export 12 s ago", or why rows are waiting and when the next try is.
+fn forward_line(instance: &str, forward: &crate::sink::SinkOverview) -> String {
+    use crate::sink::SinkState;
+    use crate::units;
+    let now = jiff::Timestamp::now();
+    let ago = |at: &Option<String>| {
+        at.as_deref().and_then(crate::time::parse_iso).map(|at| {
+            let secs = now.as_second().saturating_sub(at.as_second()).max(0) as u64;
+            format!(
+                "{} ago",
+                units::duration(std::time::Duration::from_secs(secs))
+            )
+        })
+    };
+    let clock = |at: &Option<String>| {
+        at.as_deref()
+            .and_then(crate::time::parse_iso)
+            .map(|at| {
+                at.to_zoned_datetime(jiff::tz::TimeZone::system())
+                    .strftime("%H:%M")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut line = format!(
+        "{}: {} pending",
+        label(instance),
+        units::counted(forward.pending_rows, "row", "rows")
+    );
+    match forward.state {
+        SinkState::NotJoined => line.push_str(", not joined: nothing is sent"),
+        SinkState::Held => {
+            line.push_str(", held by the first-sync hold ('hyp sync' on a terminal releases it)")
+        }
+        SinkState::Exporting => line.push_str(", exporting now"),
+        SinkState::Failing | SinkState::Backoff => {
+            let cause = forward
+                .last_error
+                .as_ref()
+                .map_or_else(String::new, |error| {
+                    format!(" ({})", error_text(&error.message))
+                });
+            line.push_str(&format!(
+                ", failing since {}{cause}",
+                clock(&forward.failing_since)
+            ));
+            if forward.state == SinkState::Backoff {
+                line.push_str(&format!(", next try {}", clock(&forward.next_attempt_at)));
+            }
+        }
+        SinkState::Idle => match ago(&forward.last_success_at) {
+            Some(ago) => line.push_str(&format!(", last export {ago}")),
+            None => line.push_str(", no export yet"),
+        },
+    }
+    if forward.rows_quarantined > 0 {
+        line.push_str(&format!(
+            "; {} quarantined",
+            units::counted(forward.rows_quarantined, "row", "rows")
+        ));
+    }
+    line.push_str(&format!(
+        "; {} sent in all",
+        units::count(forward.rows_sent_total)
+    ));
+    line
 }
 
 fn cache(out: &mut String, report: &StatusReport) {
@@ -224,6 +297,54 @@ fn client_actions(out: &mut String, report: &StatusReport) {
     let _ = writeln!(out, "  client actions:");
     for row in rows {
         let _ = writeln!(out, "    - {}", crate::actions::rows::render_text(row));
+    }
+}
+
+fn capture(out: &mut String, report: &StatusReport) {
+    use crate::units;
+    let Some(rows) = &report.capture else {
+        return;
+    };
+    let _ = writeln!(out, "  capture:");
+    let now = jiff::Timestamp::now();
+    let relative = |at: &Option<String>| {
+        let at = at.as_deref().and_then(crate::time::parse_iso)?;
+        let secs = at.as_second() - now.as_second();
+        let span = units::duration(std::time::Duration::from_secs(secs.unsigned_abs()));
+        Some(if secs >= 0 {
+            format!("in {span}")
+        } else {
+            format!("{span} ago")
+        })
+    };
+    for (provider, row) in rows {
+        let mut line = format!("    - {}: ", label(provider));
+        if !row.enabled {
+            line.push_str("off (config.capture.enabled is false)");
+            let _ = writeln!(out, "{line}");
+            continue;
+        }
+        line.push_str(&format!(
+            "every {}",
+            units::duration(std::time::Duration::from_secs(row.interval_seconds))
+        ));
+        if let Some(waiting) = &row.waiting_for {
+            line.push_str(&format!(", waiting: {}", error_text(waiting)));
+        }
+        if let Some(ago) = relative(&row.last_sweep_at) {
+            line.push_str(&format!(
+                ", last sweep {ago} ({})",
+                units::counted(row.last_sweep_rows.unwrap_or(0), "row", "rows")
+            ));
+        }
+        match relative(&row.next_sweep_at) {
+            Some(next) => line.push_str(&format!(", next {next}")),
+            None => line.push_str(", no sweep until the daemon runs"),
+        }
+        let _ = writeln!(out, "{line}");
+        if let Some(error) = &row.last_error {
+            let _ = writeln!(out, "      last error: {}", error_text(&error.message));
+        }
     }
 }
 

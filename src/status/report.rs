@@ -20,6 +20,9 @@ pub struct StatusReport {
     pub remote_config: RemoteConfig,
     /// `null` when nothing applies (a non-joined host with no markers).
     pub client_actions: Option<Vec<crate::actions::rows::ActionRow>>,
+    /// Continuous capture per provider (contract §13); `null` when the host
+    /// is not joined or no provider is enabled.
+    pub capture: Option<std::collections::BTreeMap<String, CaptureRow>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -91,6 +94,23 @@ pub struct SinkRow {
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// For a central sink: where its exports stand (contract §12).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<crate::sink::SinkOverview>,
+}
+
+/// One provider's capture sweeps.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureRow {
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    pub last_sweep_at: Option<String>,
+    pub last_sweep_rows: Option<u64>,
+    /// `null` while no daemon runs (nothing will sweep).
+    pub next_sweep_at: Option<String>,
+    pub last_error: Option<crate::actions::capture::SweepError>,
+    /// Why sweeps have not started (the first import is not done yet).
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
