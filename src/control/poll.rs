@@ -420,7 +420,7 @@ impl PollActor {
     }
 
     fn run(mut self, inbox: &Receiver<Order>) {
-        let mut next_poll = Some(Instant::now());
+        let mut next_poll = Some(Instant::now() + self.first_poll_offset());
         let mut in_flight: Option<InFlight> = None;
         loop {
             if self.phase != Phase::Polling {
@@ -461,6 +461,23 @@ impl PollActor {
                 },
             }
         }
+    }
+
+    /// The first poll waits for this host's splay offset within the poll
+    /// interval (contract §13), so a fleet that boots or joins together
+    /// does not reach central in the same second.
+    fn first_poll_offset(&self) -> Duration {
+        let Some(poller) = &self.poller else {
+            return Duration::ZERO;
+        };
+        let installation =
+            crate::control::membership::read_installation_id(&self.context.paths).unwrap_or_default();
+        let offset = crate::splay::offset(&installation, "config-poll", poller.sink().poll_interval);
+        event_log::debug(
+            "central.poll_splay",
+            json!({"component": "central", "offset_ms": offset.as_millis() as u64}),
+        );
+        self.context.time_scale.scale(offset)
     }
 
     /// Run one exchange on a helper thread; `None` if it could not start.

@@ -248,20 +248,27 @@ impl ExporterActor {
             .ok()
             .and_then(|document| document.pointer("/sinks/0").cloned())
             .unwrap_or(Value::Null);
+        let status = summary.get("status").and_then(Value::as_str);
         let fields = json!({
             "hyp_sink_instance": sink.name,
             "outcome": run.outcome.to_string(),
-            "status": summary.get("status"),
+            "status": status,
             "rows_sent": summary.get("rows_sent"),
+            "bytes_sent": summary.get("bytes_sent"),
+            "chunks": summary.get("chunks"),
+            "rows_withheld": summary.get("rows_withheld"),
+            "rows_quarantined": summary.get("rows_quarantined"),
             "pending_rows": summary.get("pending_rows"),
             "error": summary.get("error"),
             "stderr": run.stderr_tail,
         });
-        match run.outcome {
-            ChildOutcome::Exited(0) | ChildOutcome::Cancelled => {
-                event_log::debug("central.forward.export_run", fields)
+        // One line per export that did something; an idle minute logs at debug.
+        match (&run.outcome, status) {
+            (ChildOutcome::Cancelled, _) | (ChildOutcome::Exited(0), Some("nothing_to_send")) => {
+                event_log::debug("central.forward.export", fields)
             }
-            _ => event_log::warn("central.forward.export_run", fields),
+            (ChildOutcome::Exited(0), _) => event_log::info("central.forward.export", fields),
+            _ => event_log::warn("central.forward.export", fields),
         }
     }
 }

@@ -184,6 +184,16 @@ fn boot(
     }
     let effective = config::load_effective(paths);
     effective.log_merge_outcome();
+    if effective.has_central_layer
+        && let Err(err) = crate::control::membership::installation_id(paths)
+    {
+        // Made at join; a host joined by an older hyp gets one here. Without
+        // it the splay and batch ids still work, only less spread.
+        event_log::warn(
+            "daemon.installation_id_failed",
+            json!({"message": err.to_string()}),
+        );
+    }
     worker::recover_at_boot(paths);
     let (pass_sender, pass_inbox) = crossbeam_channel::unbounded();
     let (export_sender, export_inbox) = crossbeam_channel::unbounded();

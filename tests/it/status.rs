@@ -18,6 +18,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "config_layers",
     "remote_config",
     "client_actions",
+    "capture",
     "diagnostics",
 ];
 
@@ -49,6 +50,7 @@ fn a_fresh_home_is_reported_and_nothing_is_created() {
     assert_eq!(report["schema_version"], 1);
     assert_eq!(report["overall"], "degraded");
     assert_eq!(report["client_actions"], serde_json::Value::Null);
+    assert_eq!(report["capture"], serde_json::Value::Null);
     assert_eq!(report["diagnostics"][0]["kind"], "config_missing");
     env.hyp(["status"])
         .assert_success()
