@@ -470,9 +470,10 @@ impl PollActor {
         let Some(poller) = &self.poller else {
             return Duration::ZERO;
         };
-        let installation =
-            crate::control::membership::read_installation_id(&self.context.paths).unwrap_or_default();
-        let offset = crate::splay::offset(&installation, "config-poll", poller.sink().poll_interval);
+        let installation = crate::control::membership::read_installation_id(&self.context.paths)
+            .unwrap_or_default();
+        let offset =
+            crate::splay::offset(&installation, "config-poll", poller.sink().poll_interval);
         event_log::debug(
             "central.poll_splay",
             json!({"component": "central", "offset_ms": offset.as_millis() as u64}),

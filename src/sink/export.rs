@@ -309,6 +309,9 @@ impl<'a> Export<'a> {
             self.retry_quarantined()?;
         }
         let mut mark = self.trusted_watermark()?;
+        if mark.ledger_check {
+            self.store.index_sent(self.target).map_err(Failure::state)?;
+        }
         let result = self.send_after(&mut mark);
         self.mark = Some(mark);
         result
@@ -419,7 +422,7 @@ impl<'a> Export<'a> {
     /// Read rows after `mark` until a chunk is full or the cache ends.
     /// `None` when there is no row after `mark`.
     fn fill(&mut self, mark: &Watermark) -> Result<Option<Filled>, Failure> {
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk::with_room();
         let mut last: Option<(i64, PartHash)> = None;
         let mut after = mark.seq;
         loop {
@@ -581,15 +584,16 @@ impl<'a> Export<'a> {
         to_seq: i64,
         to_part_hash: PartHash,
     ) -> Intent {
+        let body_sha256 = chunk::body_digest(&chunk.body);
         Intent {
-            batch_id: chunk::batch_id(&self.installation_id, SIGNAL, position, &chunk.body),
+            batch_id: chunk::batch_id(&self.installation_id, SIGNAL, position, &body_sha256),
             kind,
             generation: mark.generation.clone(),
             from_seq: mark.seq,
             to_seq,
             to_part_hash: Some(to_part_hash),
             bytes: chunk.body.len() as u64,
-            body_sha256: chunk::body_digest(&chunk.body),
+            body_sha256,
             part_hashes: chunk.part_hashes(),
         }
     }

@@ -8,10 +8,14 @@
 //! - `watermarks`: per target, the cache sequence every row at or below
 //!   which is settled (acknowledged, withheld or quarantined), for one cache
 //!   generation, with a fingerprint of the row at that sequence.
-//! - `sent`: per target, the part hash of every acknowledged row. It lives
-//!   outside the cache on purpose: a cache deleted or set aside and filled
-//!   again gets new sequences, and this ledger is what keeps its rows from
-//!   being sent twice.
+//! - `sent_chunks`: per target, the part hashes of every acknowledged chunk,
+//!   appended with each acknowledgement. It lives outside the cache on
+//!   purpose: a cache deleted or set aside and filled again gets new
+//!   sequences, and this ledger is what keeps its rows from being sent
+//!   twice. `sent` is its lookup index, built (sorted, so cheaply) only when
+//!   an export must check rows against it: inserting 16-byte random keys
+//!   into a B-tree with every chunk would rewrite most of its pages each
+//!   time.
 //! - `intents`: per target, the one chunk in flight: durable (body in
 //!   `intent-<target>.ndjson`, fsynced) before it is sent, so the first
 //!   request after a crash is its byte-identical replay.
@@ -52,11 +56,21 @@ CREATE TABLE IF NOT EXISTS watermarks (
   ledger_check INTEGER NOT NULL,
   updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent_chunks (
+  id INTEGER PRIMARY KEY,
+  target_id INTEGER NOT NULL,
+  part_hashes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_chunks_by_target ON sent_chunks(target_id, id);
 CREATE TABLE IF NOT EXISTS sent (
   target_id INTEGER NOT NULL,
   part_hash BLOB NOT NULL,
   PRIMARY KEY (target_id, part_hash)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent_indexed (
+  target_id INTEGER PRIMARY KEY,
+  through_chunk INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS intents (
   target_id INTEGER PRIMARY KEY,
   batch_id TEXT NOT NULL,
@@ -373,14 +387,62 @@ impl ForwardStore {
     pub fn has_sent_rows(&self, target: TargetId) -> Result<bool, StoreError> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sent WHERE target_id = ?1)",
+                "SELECT EXISTS (SELECT 1 FROM sent_chunks WHERE target_id = ?1)",
                 params![target],
                 |row| row.get(0),
             )
             .map_err(|err| self.sql(err))
     }
 
-    /// Whether central acknowledged this row for the target.
+    /// Bring the `sent` lookup index up to date with the ledger: the part
+    /// hashes of chunks acknowledged since the last call, sorted, inserted
+    /// in one transaction. Called before an export checks rows with
+    /// [`ForwardStore::is_sent`].
+    pub fn index_sent(&mut self, target: TargetId) -> Result<(), StoreError> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            let through: i64 = tx
+                .query_row(
+                    "SELECT through_chunk FROM sent_indexed WHERE target_id = ?1",
+                    params![target],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let mut hashes: Vec<PartHash> = Vec::new();
+            let mut last = through;
+            {
+                let mut chunks = tx.prepare(
+                    "SELECT id, part_hashes FROM sent_chunks WHERE target_id = ?1 AND id > ?2 ORDER BY id",
+                )?;
+                let mut rows = chunks.query(params![target, through])?;
+                while let Some(row) = rows.next()? {
+                    last = row.get(0)?;
+                    hashes.extend(split_hashes(row.get_ref(1)?.as_blob()?));
+                }
+            }
+            if last == through {
+                return Ok(());
+            }
+            hashes.sort_unstable();
+            {
+                let mut insert = tx
+                    .prepare("INSERT OR IGNORE INTO sent (target_id, part_hash) VALUES (?1, ?2)")?;
+                for hash in &hashes {
+                    insert.execute(params![target, &hash[..]])?;
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO sent_indexed (target_id, through_chunk) VALUES (?1, ?2)",
+                params![target, last],
+            )?;
+            tx.commit()
+        };
+        run(&mut self.conn).map_err(|err| self.sql(err))
+    }
+
+    /// Whether central acknowledged this row for the target, as of the last
+    /// [`ForwardStore::index_sent`].
     pub fn is_sent(&self, target: TargetId, hash: &PartHash) -> Result<bool, StoreError> {
         self.exists(
             "SELECT 1 FROM sent WHERE target_id = ?1 AND part_hash = ?2",
@@ -507,18 +569,16 @@ impl ForwardStore {
     ) -> Result<(), StoreError> {
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
-            {
-                let mut sent = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO sent (target_id, part_hash) VALUES (?1, ?2)",
-                )?;
+            tx.execute(
+                "INSERT INTO sent_chunks (target_id, part_hashes) VALUES (?1, ?2)",
+                params![target, intent.part_hashes.concat()],
+            )?;
+            if intent.kind == IntentKind::Retry {
                 let mut unquarantine = tx.prepare_cached(
                     "DELETE FROM quarantine WHERE target_id = ?1 AND part_hash = ?2",
                 )?;
                 for hash in &intent.part_hashes {
-                    sent.execute(params![target, &hash[..]])?;
-                    if intent.kind == IntentKind::Retry {
-                        unquarantine.execute(params![target, &hash[..]])?;
-                    }
+                    unquarantine.execute(params![target, &hash[..]])?;
                 }
             }
             if let Some(mark) = advance {
@@ -734,6 +794,11 @@ mod tests {
         };
         store.acknowledge(target, &found, Some(&mark)).unwrap();
         assert!(store.intent(target).unwrap().is_none());
+        assert!(
+            !store.is_sent(target, &part_hash("a#0")).unwrap(),
+            "not indexed yet"
+        );
+        store.index_sent(target).unwrap();
         assert_eq!(store.watermark(target).unwrap(), Some(mark));
         assert!(store.is_sent(target, &part_hash("a#0")).unwrap());
         assert!(!store.is_sent(target, &part_hash("c#0")).unwrap());
@@ -778,6 +843,7 @@ mod tests {
         assert!(store.is_quarantined(target, &hash).unwrap());
         let retry = intent(IntentKind::Retry, &["bad#0"], b"{}\n");
         store.acknowledge(target, &retry, None).unwrap();
+        store.index_sent(target).unwrap();
         assert!(!store.is_quarantined(target, &hash).unwrap());
         assert!(store.is_sent(target, &hash).unwrap());
         assert_eq!(store.totals(target).unwrap().rows_quarantined, 0);

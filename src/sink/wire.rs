@@ -93,8 +93,10 @@ fn append_value(out: &mut Vec<u8>, kind: ColumnKind, value: ValueRef<'_>) {
             let _ = serde_json::to_writer(&mut *out, &number);
         }
         (_, ValueRef::Real(_)) => out.extend_from_slice(b"null"),
-        (_, ValueRef::Text(text)) => append_string(out, &String::from_utf8_lossy(text)),
-        (_, ValueRef::Blob(bytes)) => append_string(out, &String::from_utf8_lossy(bytes)),
+        (_, ValueRef::Text(bytes) | ValueRef::Blob(bytes)) => match std::str::from_utf8(bytes) {
+            Ok(text) => append_string(out, text),
+            Err(_) => append_string(out, &String::from_utf8_lossy(bytes)),
+        },
     }
 }
 
