@@ -810,3 +810,25 @@ fn a_body_over_64_mib_is_413_without_being_read() {
     assert!(stored == body, "the stored body differs");
     assert_eq!(summary_field(&server, "stored_rows"), 17);
 }
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let server = FakeCentral::start();
+    let jwt = bootstrap(&server, "");
+    let mut stream = TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "POST /v1/ingest/proxy HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {jwt}\r\nContent-Type: application/x-ndjson\r\nX-Hyp-Batch-Id: {BATCH_A}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        TWO_ROWS.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(TWO_ROWS).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+    assert_eq!(part_ids(&server.stored_rows("proxy")), ["p1", "p2"]);
+}

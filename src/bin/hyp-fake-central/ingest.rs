@@ -19,7 +19,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::store::{Appended, Batch};
-use crate::{Answer, Request, Server, hold, protocol_path, record, set_recorded_status};
+use crate::{
+    Answer, Request, Server, hold, protocol_path, record, send_continue, set_recorded_status,
+    write_answer,
+};
 
 /// The largest body stored; the real server's default cap is 64 MB.
 const MAX_INGEST_BODY: u64 = 64 * 1024 * 1024;
@@ -230,7 +233,7 @@ pub fn serve<S: Read + Write>(
             server,
             entry(&request, &BodySummary::unread(0), answer.status()),
         );
-        crate::write_answer(server, reader.get_mut(), answer);
+        write_answer(server, reader.get_mut(), answer);
         return;
     }
     let declared: u64 = request
@@ -242,6 +245,7 @@ pub fn serve<S: Read + Write>(
         return;
     }
     let mut body = vec![0; declared as usize];
+    send_continue(&request, reader.get_mut());
     if reader.read_exact(&mut body).is_err() {
         return;
     }
@@ -256,7 +260,7 @@ pub fn serve<S: Read + Write>(
         hold(server, |_| true, reply.delay);
         set_recorded_status(server, id, status);
     }
-    crate::write_answer(server, reader.get_mut(), reply.answer);
+    write_answer(server, reader.get_mut(), reply.answer);
 }
 
 /// Answer 413 without buffering the body, then read it away so that
@@ -270,7 +274,7 @@ fn refuse_oversized<S: Read + Write>(
     server.lock().ingest.counters.refused += 1;
     let answer = Answer::json(413, json!({"error": "payload_too_large"}));
     record(server, entry(request, &BodySummary::unread(declared), 413));
-    crate::write_answer(server, reader.get_mut(), answer);
+    write_answer(server, reader.get_mut(), answer);
     let _ = io::copy(&mut reader.take(declared), &mut io::sink());
 }
 

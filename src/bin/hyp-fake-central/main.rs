@@ -62,7 +62,8 @@
 //!
 //! Every protocol route also matches below a path prefix (`/tenant-a/v1/config`
 //! is `/v1/config`), as a sink URL may carry one; the request log keeps the
-//! full path.
+//! full path. `Expect: 100-continue` (curl sends it for bodies over 1 MiB) is
+//! answered `100 Continue` before a body is read, on every route.
 //!
 //! - `POST /v1/identity/bootstrap {"bootstrap_token": T}`: 200
 //!   `{"jwt", "expires_at"}` for a known token (JWT = `<{"alg":"none"}>.<{"sub":"gw-1",...}>.sig`,
@@ -618,6 +619,7 @@ fn serve_connection(server: &Server, stream: impl Read + Write) {
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0; length.min(MAX_REQUEST_BODY)];
+    send_continue(&request, reader.get_mut());
     if reader.read_exact(&mut body).is_err() {
         return;
     }
@@ -634,6 +636,19 @@ fn serve_connection(server: &Server, stream: impl Read + Write) {
     write_answer(server, reader.get_mut(), answer);
     if shutdown {
         exit_clean();
+    }
+}
+
+/// Answer `Expect: 100-continue` before reading a body: curl sends it for
+/// bodies over 1 MiB and otherwise waits a second before each upload.
+fn send_continue(request: &Request, stream: &mut impl Write) {
+    let expected = request
+        .header("expect")
+        .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
+    if expected {
+        let _ = stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .and_then(|()| stream.flush());
     }
 }
 
