@@ -224,10 +224,10 @@ pub fn serve<S: Read + Write>(
     });
     let _in_flight = InFlight::enter(server, gateway_id);
     if request.header("transfer-encoding").is_some() {
-        let violation = Violation {
-            kind: "chunked_body",
-            detail: "the body has no Content-Length (Transfer-Encoding)".to_string(),
-        };
+        let violation = Violation::new(
+            "chunked_body",
+            "the body has no Content-Length (Transfer-Encoding)",
+        );
         let answer = violation.report(server, &request);
         record(
             server,

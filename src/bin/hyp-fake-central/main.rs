@@ -164,9 +164,9 @@
 //! - `GET /_admin/ingest` -> `{"data_dir", "requests", "stored_batches",
 //!   "duplicate_batches", "stored_rows", "refused", "in_flight",
 //!   "max_in_flight", "max_in_flight_by_gateway": {gateway id: n},
-//!   "violations": [{"kind", "batch_id", "detail"}]}`. `requests`,
-//!   `duplicate_batches`, `refused`, the in-flight maxima and `violations`
-//!   count since start; `stored_batches` and `stored_rows` describe the
+//!   "violations": [{"kind", "batch_id", "detail"}]}`. `requests` (every
+//!   POST to an ingest route), `duplicate_batches`, `refused`, the in-flight
+//!   maxima and `violations` count since start (or the last reset); `stored_batches` and `stored_rows` describe the
 //!   store, an earlier run's batches included. A request is in flight from
 //!   its head being read to the end of its answer or hold; it counts for a
 //!   gateway when its bearer is a JWT this server issued (expired or not).
