@@ -1,5 +1,7 @@
 //! A test-side handle on `hyp-fake-central`: spawn it on an ephemeral port,
-//! script it through its admin API, read what it recorded. Killed on drop.
+//! script it through its admin API, read what it recorded and what it
+//! ingested. Killed on drop; it can also be killed and restarted on the same
+//! port and data directory to play "central is down".
 
 #![allow(dead_code)]
 
@@ -15,19 +17,61 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+fn plain_config() -> ureq::config::Config {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+}
+
+/// Run the binary and read its listening line: the child and its URL.
+fn launch(args: &[String], data_dir: &Path, port: Option<&str>) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"));
+    command.args(args).arg("--data-dir").arg(data_dir);
+    if let Some(port) = port {
+        command.args(["--port", port]);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn hyp-fake-central");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, url)
+}
+
 pub struct FakeCentral {
     child: Child,
     pub url: String,
     agent: ureq::Agent,
+    /// The arguments it was started with (no `--port`), for a restart.
+    args: Vec<String>,
+    data_dir: PathBuf,
+    /// The data directory this handle made itself, removed on drop.
+    _owned_data_dir: Option<tempfile::TempDir>,
 }
 
 impl FakeCentral {
-    /// Start a server that accepts the bootstrap token `test-token`.
+    /// Start a server that accepts the bootstrap token `test-token`, with a
+    /// private data directory.
     pub fn start() -> FakeCentral {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build();
-        FakeCentral::spawn(&[], config)
+        FakeCentral::with_owned_data_dir(Vec::new(), plain_config())
+    }
+
+    /// Start a server that keeps its ingest store and JWTs in `data_dir`
+    /// (the caller owns it): a server later started on the same directory
+    /// still deduplicates.
+    pub fn start_with_data_dir(data_dir: &Path) -> FakeCentral {
+        FakeCentral::spawn(Vec::new(), plain_config(), data_dir.to_path_buf(), None)
     }
 
     /// The same server over HTTPS, with a certificate signed by the test
@@ -50,7 +94,8 @@ impl FakeCentral {
             .build();
         let cert = tls.join("server.pem").display().to_string();
         let key = tls.join("server.key").display().to_string();
-        FakeCentral::spawn(&["--tls-cert", &cert, "--tls-key", &key], config)
+        let args = vec!["--tls-cert".into(), cert, "--tls-key".into(), key];
+        FakeCentral::with_owned_data_dir(args, config)
     }
 
     /// The CA that signed the `start_tls` server's certificate (PEM).
@@ -58,29 +103,55 @@ impl FakeCentral {
         fixture("tls").join("ca.pem")
     }
 
-    fn spawn(args: &[&str], config: ureq::config::Config) -> FakeCentral {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn hyp-fake-central");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+    fn with_owned_data_dir(args: Vec<String>, config: ureq::config::Config) -> FakeCentral {
+        let dir = tempfile::tempdir().expect("create the fake's data directory");
+        let data_dir = dir.path().to_path_buf();
+        FakeCentral::spawn(args, config, data_dir, Some(dir))
+    }
+
+    fn spawn(
+        args: Vec<String>,
+        config: ureq::config::Config,
+        data_dir: PathBuf,
+        owned: Option<tempfile::TempDir>,
+    ) -> FakeCentral {
+        let (child, url) = launch(&args, &data_dir, None);
         FakeCentral {
             child,
             url,
             agent: ureq::Agent::new_with_config(config),
+            args,
+            data_dir,
+            _owned_data_dir: owned,
         }
+    }
+
+    /// SIGKILL the server ("central is down"); [`FakeCentral::restart`]
+    /// brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kill the server if it runs, then start it again on the same port and
+    /// data directory: the same URL, the same ledger and JWTs; scripts,
+    /// knobs and the served config start empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .expect("the URL ends in a port")
+            .to_string();
+        let (child, url) = launch(&self.args, &self.data_dir, Some(&port));
+        assert_eq!(url, self.url, "restarted on another URL");
+        self.child = child;
+    }
+
+    /// The server's `--data-dir`.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     fn admin(&self, method: &str, path: &str, body: Value) -> Value {
@@ -166,6 +237,79 @@ impl FakeCentral {
 
     pub fn clear_requests(&self) {
         self.admin("DELETE", "requests", Value::Null);
+    }
+
+    /// JWTs from later bootstraps carry `sub` = `gateway_id` (default `gw-1`).
+    pub fn set_gateway_id(&self, gateway_id: &str) {
+        self.identity(json!({ "gateway_id": gateway_id }));
+    }
+
+    /// `GET /_admin/ingest`: counters, in-flight maxima, violations.
+    pub fn ingest_summary(&self) -> Value {
+        self.admin("GET", "ingest", Value::Null)
+    }
+
+    /// The stored NDJSON of `signal`, verbatim.
+    pub fn stored_text(&self, signal: &str) -> String {
+        let url = format!("{}/_admin/ingest/rows?signal={signal}", self.url);
+        let response = self
+            .agent
+            .get(&url)
+            .call()
+            .unwrap_or_else(|err| panic!("stored rows of {signal}: {err}"));
+        assert_eq!(response.status().as_u16(), 200, "stored rows of {signal}");
+        response
+            .into_body()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_string()
+            .expect("stored rows body")
+    }
+
+    /// The stored rows of `signal`, one JSON value per line.
+    pub fn stored_rows(&self, signal: &str) -> Vec<Value> {
+        self.stored_text(signal)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a stored line is JSON"))
+            .collect()
+    }
+
+    /// Queue scripted ingest behaviour (see the server's `//!` for `spec`):
+    /// `json!({"kind": "status", "status": 429, "retry_after": "2"})`.
+    pub fn script_ingest(&self, spec: Value) {
+        self.admin("POST", "ingest/fail", spec);
+    }
+
+    pub fn clear_ingest_script(&self) {
+        self.admin("DELETE", "ingest/fail", Value::Null);
+    }
+
+    /// Refuse any ingest body containing `marker` with `status` (400, 413 or 422).
+    pub fn refuse_marker(&self, marker: &str, status: u16) {
+        self.admin(
+            "POST",
+            "ingest/refuse",
+            json!({"marker": marker, "status": status}),
+        );
+    }
+
+    pub fn clear_refusals(&self) {
+        self.admin("DELETE", "ingest/refuse", Value::Null);
+    }
+
+    /// End every ingest hold in progress (`hold`, `store_then_hold`).
+    pub fn release(&self) {
+        self.admin("POST", "ingest/release", json!({}));
+    }
+
+    /// Delay every ingest answer by `ms` (0 ends it).
+    pub fn slow_ingest(&self, ms: u64) {
+        self.admin("POST", "ingest/slow", json!({ "ms": ms }));
+    }
+
+    /// Empty the ingest store and ledger and reset the counters.
+    pub fn clear_ingest(&self) {
+        self.admin("DELETE", "ingest", Value::Null);
     }
 }
 

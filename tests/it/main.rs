@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod daemon;
 mod fake_central;
+mod fake_ingest;
 mod fleet;
 mod join;
 mod query;
