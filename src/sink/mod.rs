@@ -33,7 +33,9 @@ pub mod cache_view;
 pub mod chunk;
 pub mod export;
 pub mod privacy;
+pub mod reader;
 pub mod store;
+pub mod uplink;
 pub mod wire;
 
 pub use export::ExportOptions;
@@ -76,6 +78,14 @@ impl Failure {
 
     fn state(err: store::StoreError) -> Failure {
         Failure::new(FailureKind::State, None, err.to_string())
+    }
+
+    fn interrupted() -> Failure {
+        Failure::new(
+            FailureKind::Interrupted,
+            None,
+            "interrupted; the chunk in flight is sent again first next time".into(),
+        )
     }
 }
 

@@ -319,6 +319,25 @@ impl ForwardStore {
         }))
     }
 
+    /// A second, reading connection on an open store (an export's chunk
+    /// reader): plain read-only, never `immutable`, since the exporting
+    /// connection writes beside it.
+    pub fn open_reader(dir: &Path) -> Result<ForwardStore, StoreError> {
+        let path = ForwardStore::db_path(dir);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(ForwardStore {
+            conn,
+            dir: dir.to_path_buf(),
+        })
+    }
+
     fn sql(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sql {
             path: ForwardStore::db_path(&self.dir),
