@@ -386,14 +386,18 @@ fn with_new_entries(
         .collect();
     let mut grouped: Vec<Vec<Entry>> = sessions.iter().map(|_| Vec::new()).collect();
     for entry in entries {
-        let slot = *slots.entry(entry.session_id.clone()).or_insert_with(|| {
-            sessions.push(SessionState {
-                session_id: entry.session_id.clone(),
-                ..SessionState::default()
-            });
-            grouped.push(Vec::new());
-            grouped.len() - 1
-        });
+        let slot = match slots.get(&entry.session_id) {
+            Some(slot) => *slot,
+            None => {
+                slots.insert(entry.session_id.clone(), sessions.len());
+                sessions.push(SessionState {
+                    session_id: entry.session_id.clone(),
+                    ..SessionState::default()
+                });
+                grouped.push(Vec::new());
+                sessions.len() - 1
+            }
+        };
         grouped[slot].push(entry);
     }
     sessions.into_iter().zip(grouped).collect()

@@ -265,6 +265,9 @@ pub fn run_provider(
     };
     report.files_unchanged = plan.unchanged;
     if plan.tasks.is_empty() && plan.cache_ready {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            report.status = ProviderStatus::Interrupted;
+        }
         return report;
     }
     let files = plan.tasks;

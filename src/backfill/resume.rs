@@ -2,18 +2,31 @@
 //! sweep reads about the bytes appended since, not the whole file, and
 //! still writes exactly the rows a whole read would.
 //!
-//! A completed read leaves a [`ReadPoint`] (the offset just past its last
-//! consumed line and a fingerprint of the bytes before it) and the state a
-//! continued read needs: per session (Claude) or thread (Codex) what the
-//! rows of later lines depend on beyond those lines themselves. The cache
-//! writer stores both in `imported_files` in the same transaction as the
-//! file's last rows ([`StoredResume`]). The next run continues a file that
-//! grew from that point, starting from that state.
+//! A completed read leaves a [`ReadPoint`]: the offset just past its last
+//! consumed line and a fingerprint of the bytes before it (`lines`). It
+//! also leaves the state a continued read starts from: what the rows of
+//! later lines depend on beyond those lines themselves. Per Claude session
+//! (`claude::ClaudeState`): the first entrypoint and windowed cwd, the
+//! client version, the earliest message time, and the expansion state
+//! (`rows::ExpansionState`: next `message_index`, per-agent chain tail and
+//! seen ids, tool-name map); per transcript the sort key of its last entry
+//! and the window footprint. Per Codex rollout (`codex::CodexState`): the
+//! header (first `session_meta`, stripped to the keys rows read, first
+//! turn-context values, whether any id was native), the expansion state and
+//! the window footprint. The cache writer stores both in `imported_files`
+//! in the same transaction as the file's last rows ([`StoredResume`]); a
+//! file that grew (larger than recorded) is continued from there.
 //!
-//! A continued read falls back to a whole read, which is always right,
-//! whenever it cannot vouch for its rows ([`Fallback`]). A whole read is the
-//! same code started from the empty state at offset 0, so both paths share
-//! every rule of row building.
+//! A whole read is the same code started from the empty state at offset 0,
+//! so both paths share every rule of row building, and a continued read
+//! counts items as a whole read would (a session with nothing new is an
+//! item with no rows). Whenever a continued read cannot vouch for its rows
+//! it gives way to a whole read, which is always right; [`Fallback`] lists
+//! each case. Rows a whole read would build differently only for lines
+//! already imported (a usage stamp that moves to a later block of the same
+//! API message, a Codex turn's usage landing on an earlier carrier) need no
+//! fallback: those rows are stored, and `INSERT OR IGNORE` on `part_id`
+//! keeps them in both paths.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -140,11 +153,15 @@ impl IdSet {
 
 impl Serialize for IdSet {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(self.0.len() * 32);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = Vec::with_capacity(self.0.len() * 32);
         for hash in &self.0 {
-            text.push_str(&format!("{hash:032x}"));
+            for byte in hash.to_be_bytes() {
+                text.push(HEX[usize::from(byte >> 4)]);
+                text.push(HEX[usize::from(byte & 0xf)]);
+            }
         }
-        serializer.serialize_str(&text)
+        serializer.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 
@@ -182,6 +199,12 @@ mod tests {
         assert_eq!(stored.decode::<IdSet>("claude"), Some((point, ids.clone())));
         assert_eq!(stored.decode::<IdSet>("codex"), None);
         assert_eq!(ids.hashes().len(), 2);
+        let text = serde_json::to_string(&IdSet::from_hashes(vec![0xab, u128::MAX])).unwrap();
+        assert_eq!(
+            text,
+            format!("\"{:032x}{:032x}\"", 0xab, u128::MAX),
+            "32 lowercase hex digits per id"
+        );
         let garbled = StoredResume {
             state: "{\"version\":1,\"provider\":\"claude\",\"open_line\":false,\"state\":\"xyz\"}"
                 .into(),

@@ -248,7 +248,8 @@ pub fn create_statements() -> String {
         "CREATE TABLE IF NOT EXISTS ai_gateway_messages (\n{},\n  UNIQUE(part_id)\n);\n\
          CREATE INDEX IF NOT EXISTS ai_gateway_messages_session_id ON ai_gateway_messages(session_id);\n\
          CREATE INDEX IF NOT EXISTS ai_gateway_messages_date ON ai_gateway_messages(date);\n\
-         CREATE TABLE IF NOT EXISTS imported_files (\n  path TEXT PRIMARY KEY,\n  provider TEXT NOT NULL,\n  size INTEGER NOT NULL,\n  mtime_ns INTEGER NOT NULL,\n  since_ms INTEGER,\n  until_ms INTEGER,\n  imported_at TEXT NOT NULL{}\n);\n",
+         CREATE TABLE IF NOT EXISTS imported_files (\n  path TEXT PRIMARY KEY,\n  provider TEXT NOT NULL,\n  size INTEGER NOT NULL,\n  mtime_ns INTEGER NOT NULL,\n  since_ms INTEGER,\n  until_ms INTEGER,\n  imported_at TEXT NOT NULL{}\n);\n\
+         CREATE INDEX IF NOT EXISTS imported_files_ledger ON imported_files(path, provider, size, mtime_ns, since_ms, until_ms);\n",
         columns.join(",\n"),
         RESUME_COLUMNS
             .iter()
@@ -258,12 +259,19 @@ pub fn create_statements() -> String {
 }
 
 /// The `imported_files` columns a continued read needs (NULL: read whole).
-/// Older caches lack them; [`add_missing_columns`] adds them.
+/// Older caches lack them; [`add_missing_columns`] adds them. The states
+/// make the table's rows long (a few KiB each), so the ledger scan every
+/// run makes reads the covering index `imported_files_ledger` instead,
+/// which holds only the columns the skip decision needs.
 const RESUME_COLUMNS: [(&str, &str); 3] = [
     ("resume_offset", "INTEGER"),
     ("resume_fingerprint", "TEXT"),
     ("resume_state", "TEXT"),
 ];
+
+/// The ledger scan: exactly the columns of `imported_files_ledger`.
+pub const LEDGER_QUERY: &str =
+    "SELECT path, provider, size, mtime_ns, since_ms, until_ms FROM imported_files";
 
 /// Bring an `imported_files` made by an older build up to date. Run inside
 /// the writer's schema transaction, after [`create_statements`].

@@ -27,7 +27,9 @@ use crossbeam_channel::{Sender, bounded};
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::CacheError;
-use super::schema::{MessageRow, add_missing_columns, create_statements, insert_statement};
+use super::schema::{
+    LEDGER_QUERY, MessageRow, add_missing_columns, create_statements, insert_statement,
+};
 use crate::backfill::resume::StoredResume;
 
 /// How long a writer waits for another process's write lock.
@@ -367,9 +369,7 @@ impl Ledger {
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let files = {
-            let mut statement = conn.prepare(
-                "SELECT path, provider, size, mtime_ns, since_ms, until_ms FROM imported_files",
-            )?;
+            let mut statement = conn.prepare(LEDGER_QUERY)?;
             let rows = statement.query_map([], |row| {
                 Ok(ImportedFile {
                     path: row.get(0)?,
