@@ -3,7 +3,9 @@
 # corpus (cached under /tmp), against a raw-parse baseline of the same bytes
 # and two floors: the same rows, prebuilt, through the same cache writer, and
 # SQLite alone copying them (bench/sqlite_floor.py); plus the re-run on the
-# unchanged corpus. Prints figures and target lines;
+# unchanged corpus, the CPU of a capture sweep over it (bench/child_cpu.py),
+# and 1 MiB appended to a 50 MB session, continued and read whole
+# (bench/append.py). Prints figures and target lines;
 # never fails on a missed target (timing is a measurement, not a test).
 set -euo pipefail
 
@@ -91,6 +93,43 @@ printf '%-28s %10s %10s %9s %9.2f %7.1f MB\n' "re-run (unchanged corpus)" \
   "-" "-" "$wall" "$(python3 -c "print($rss/1024)")"
 summary+=("re-run: ${wall} s (target <= 0.4 s) $(verdict "$wall" 0.4)")
 echo "cache size: $(du -h "$HYP_HOME/hypaware/cache/cache.db" | cut -f1)"
+
+# A capture sweep over the unchanged large corpus, as the daemon runs it:
+# CPU of the whole process (metadata and the ledger only).
+read -r sweep_cpu sweep_wall < <(python3 "$here/bench/child_cpu.py" 7 "$work/stdout.json" "$hyp" backfill claude --json)
+printf '%-28s %10s %10s %9s %9.3f %10s\n' "capture sweep (unchanged)" "0" "-" "-" \
+  "$(python3 -c "print($sweep_wall/1000)")" "-"
+summary+=("capture sweep, unchanged large claude corpus: ${sweep_cpu} ms CPU (target <= 50 ms) $(verdict "$sweep_cpu" 50)")
+
+# 1 MiB appended to a 50 MB session: continued from the last import, and,
+# for comparison, read whole (HYP_BACKFILL_NO_RESUME=1) into a second cache.
+append_corpus=/tmp/hyp-bench-corpus/append
+if [ ! -f "$append_corpus/manifest.json" ]; then
+  echo "bench: generating one 50 MB session in $append_corpus (once; cached)"
+  python3 "$generator" --sessions 1 --lines 45000 --providers claude --out "$append_corpus" >/dev/null
+fi
+session=$(find "$append_corpus/claude" -name '*.jsonl' | head -n 1)
+transcript="$work/append/claude/projects/p/s.jsonl"
+mkdir -p "$(dirname "$transcript")"
+read -r prefix_bytes tail_bytes < <(python3 "$here/bench/append.py" "$session" "$transcript" "$work/append/tail" 1)
+for home in continued whole; do
+  HYP_HOME="$work/append/$home" CLAUDE_CONFIG_DIR="$work/append/claude" "$hyp" backfill claude --json >/dev/null
+done
+cat "$work/append/tail" >>"$transcript"
+append_figures() {
+  python3 -c "import json; p=json.load(open('$work/stdout.json'))['providers'][0]; print(p['rows_written'], p['bytes_read'])"
+}
+read -r cont_cpu cont_wall < <(HYP_HOME="$work/append/continued" CLAUDE_CONFIG_DIR="$work/append/claude" \
+  python3 "$here/bench/child_cpu.py" 1 "$work/stdout.json" "$hyp" backfill claude --json)
+read -r cont_rows cont_read < <(append_figures)
+read -r whole_cpu whole_wall < <(HYP_HOME="$work/append/whole" CLAUDE_CONFIG_DIR="$work/append/claude" HYP_BACKFILL_NO_RESUME=1 \
+  python3 "$here/bench/child_cpu.py" 1 "$work/stdout.json" "$hyp" backfill claude --json)
+read -r whole_rows whole_read < <(append_figures)
+printf '%-28s %10s %10s %9s %9.3f %10s\n' "1 MiB append, continued" "$cont_rows" "-" "-" \
+  "$(python3 -c "print($cont_wall/1000)")" "-"
+printf '%-28s %10s %10s %9s %9.3f %10s\n' "1 MiB append, read whole" "$whole_rows" "-" "-" \
+  "$(python3 -c "print($whole_wall/1000)")" "-"
+summary+=("1 MiB ($tail_bytes B) appended to a $prefix_bytes B session: ${cont_wall} ms wall, ${cont_cpu} ms CPU, $cont_read B read (target <= 100 ms) $(verdict "$cont_wall" 100); read whole: ${whole_wall} ms, $whole_read B")
 echo
 for line in "${summary[@]}"; do echo "$line"; done
 

@@ -2,24 +2,35 @@
 //! (default `~/.claude/projects`), subagent files included, each file read
 //! line by line, stable-sorted by timestamp, grouped by `sessionId`,
 //! windowed per line, joined with the hook's session-context record, gated
-//! (usage policy, entrypoint owner) and projected into one [`Item`] per
-//! session.
+//! (usage policy, entrypoint owner), projected into one [`Item`] per session
+//! and expanded into rows.
+//!
+//! A transcript that grew is read on from where the last import stopped
+//! ([`super::resume`]), starting from the [`ClaudeState`] that import left:
+//! per session, what the rows of later lines depend on beyond those lines.
+//! Entries are stable-sorted by timestamp, so that is exact only while the
+//! appended entries sort after every entry already read; otherwise the
+//! file is read whole ([`Fallback::EarlierLine`]).
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::ParsedFile;
 use super::claude_line::ClaudeLine;
 use super::git::GitLookup;
-use super::lines::{ReadEnd, for_each_line_as};
-use super::rows::{Exchange, Item, Message, non_empty_str};
+use super::lines::{ReadPoint, for_each_line_as};
+use super::resume::{Fallback, StoredResume};
+use super::rows::{Exchange, ExpansionState, Item, Message, expand, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
-use super::window::{Window, iso_from_ms, timestamp_ms};
+use super::window::{Window, WindowFootprint, iso_from_ms, timestamp_ms};
+use super::{FellBack, ParsedFile};
+use crate::cache::schema::MessageRow;
 
 /// Only the tail of the session-context file is read.
 const SESSION_CONTEXT_TAIL: u64 = 512 * 1024;
@@ -35,26 +46,45 @@ pub fn projects_root(home: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Transcripts under `root`, sorted.
-pub fn transcripts(root: &Path) -> Vec<HistoryFile> {
-    walk_files(root, &|name| name.ends_with(".jsonl"))
+/// Transcripts under `root`, sorted, and the `agent-<id>.meta.json`
+/// sidecars beside them, found in one walk (names only: a sidecar is read
+/// when a transcript is, see [`SideFiles`]).
+pub fn transcripts(root: &Path) -> (Vec<HistoryFile>, Vec<PathBuf>) {
+    let (sidecars, transcripts): (Vec<HistoryFile>, Vec<HistoryFile>) = walk_files(root, &|name| {
+        name.ends_with(".jsonl") || agent_id_of_sidecar(name).is_some()
+    })
+    .into_iter()
+    .partition(|file| {
+        file.path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(agent_id_of_sidecar)
+            .is_some()
+    });
+    let sidecars = sidecars.into_iter().map(|file| file.path).collect();
+    (transcripts, sidecars)
 }
 
-/// `agent-<id>.meta.json` sidecars: agent id -> spawning tool_use id.
-pub fn agent_meta(root: &Path) -> HashMap<String, String> {
-    let sidecars = walk_files(root, &|name| {
-        name.starts_with("agent-")
-            && name.ends_with(".meta.json")
-            && name.len() > "agent-.meta.json".len()
-    });
+/// `agent-<id>.meta.json` -> `<id>`.
+fn agent_id_of_sidecar(name: &str) -> Option<&str> {
+    name.strip_prefix("agent-")?
+        .strip_suffix(".meta.json")
+        .filter(|id| !id.is_empty())
+}
+
+/// Agent sidecars: agent id -> spawning tool_use id.
+fn agent_meta(sidecars: &[PathBuf]) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for sidecar in sidecars {
-        let Some(name) = sidecar.path.file_name().and_then(|name| name.to_str()) else {
+    for path in sidecars {
+        let Some(agent_id) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(agent_id_of_sidecar)
+        else {
             continue;
         };
-        let agent_id = &name["agent-".len()..name.len() - ".meta.json".len()];
         let mut bytes = Vec::new();
-        let read = std::fs::File::open(&sidecar.path)
+        let read = std::fs::File::open(path)
             .and_then(|file| file.take(AGENT_META_MAX).read_to_end(&mut bytes));
         if read.is_err() {
             continue;
@@ -116,17 +146,74 @@ pub fn session_records(path: &Path) -> Vec<SessionRecord> {
         .collect()
 }
 
-/// Everything a worker needs to turn one transcript into items.
+/// Everything a worker needs to turn one transcript into rows.
 #[derive(Debug)]
 pub struct ClaudeContext {
     pub window: Window,
-    pub records: Vec<SessionRecord>,
-    pub agent_meta: HashMap<String, String>,
+    pub side_files: SideFiles,
     pub git: GitLookup,
     pub policy: UsagePolicy,
     /// Whether `@hypaware/claude-desktop` is configured (owner of Desktop
     /// entrypoints).
     pub desktop_configured: bool,
+}
+
+/// The hook's session-context file and the agent sidecars, read on first
+/// use: a run that reads no transcript (a sweep over unchanged history)
+/// never opens them, and a run that does reads them once.
+#[derive(Debug)]
+pub struct SideFiles {
+    session_context: PathBuf,
+    sidecars: Vec<PathBuf>,
+    records: OnceLock<Vec<SessionRecord>>,
+    agent_meta: OnceLock<HashMap<String, String>>,
+}
+
+impl SideFiles {
+    pub fn new(session_context: PathBuf, sidecars: Vec<PathBuf>) -> SideFiles {
+        SideFiles {
+            session_context,
+            sidecars,
+            records: OnceLock::new(),
+            agent_meta: OnceLock::new(),
+        }
+    }
+
+    fn records(&self) -> &[SessionRecord] {
+        self.records
+            .get_or_init(|| session_records(&self.session_context))
+    }
+
+    fn agent_meta(&self) -> &HashMap<String, String> {
+        self.agent_meta.get_or_init(|| agent_meta(&self.sidecars))
+    }
+}
+
+/// What the rows of lines appended to a transcript later depend on, as the
+/// last read of it left them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClaudeState {
+    /// Sort key of the last entry in sorted order (`i64::MAX` for one
+    /// without a timestamp); `None` before any entry.
+    last_key: Option<i64>,
+    footprint: WindowFootprint,
+    /// In the order the sessions first appear after sorting.
+    sessions: Vec<SessionState>,
+}
+
+/// One session of a transcript so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SessionState {
+    session_id: String,
+    /// First `entrypoint` of any entry (the owner gate).
+    entrypoint: Option<String>,
+    /// `cwd` of the first entry the window kept.
+    first_cwd: Option<String>,
+    /// `version` of the first message that has one.
+    client_version: Option<String>,
+    /// Earliest message timestamp (`conversation_started_at`).
+    started_ms: Option<i64>,
+    expansion: ExpansionState,
 }
 
 /// One accepted transcript line.
@@ -226,79 +313,188 @@ fn owner(entrypoint: Option<&str>, desktop_configured: bool) -> Owner {
     }
 }
 
-/// Parse one transcript into items.
-pub fn parse_file(ctx: &ClaudeContext, file: &HistoryFile, stop: &AtomicBool) -> ParsedFile {
+/// The sort key: timestamp, and entries without one last.
+fn sort_key(entry: &Entry) -> i64 {
+    entry.ts_ms.unwrap_or(i64::MAX)
+}
+
+/// Read one transcript into rows: whole (`from` is `None`), or on from the
+/// point and state the last import stored. A continued read that cannot
+/// vouch for its rows says why instead ([`FellBack`]).
+pub fn parse_file(
+    ctx: &ClaudeContext,
+    file: &HistoryFile,
+    from: Option<(ReadPoint, ClaudeState)>,
+    stop: &AtomicBool,
+) -> Result<ParsedFile, FellBack> {
+    let (point, state) = from.unzip();
+    let mut state = state.unwrap_or_default();
+    if !state.footprint.same_lines_under(&ctx.window) {
+        return Err(FellBack::new(Fallback::WindowMoved, 0));
+    }
     let mut entries = Vec::new();
-    let stats = for_each_line_as(&file.path, stop, |line, _| {
+    let stats = for_each_line_as(&file.path, file.size, point.as_ref(), stop, |line, _| {
         if let Some(entry) = entry_from_line(line) {
             entries.push(entry);
         }
     });
-    let mut parsed = ParsedFile {
-        items: Vec::new(),
-        malformed_lines: stats.malformed,
-        gated_sessions: 0,
-        complete: stats.end == ReadEnd::Complete,
-    };
-    if stats.end == ReadEnd::Interrupted {
-        return parsed;
+    let mut parsed = ParsedFile::from_stats(&stats)?;
+    if parsed.interrupted {
+        return Ok(parsed);
     }
-    entries.sort_by_key(|entry| entry.ts_ms.unwrap_or(i64::MAX));
+    if let Some(last_key) = state.last_key
+        && entries.iter().any(|entry| sort_key(entry) < last_key)
+    {
+        return Err(FellBack::new(Fallback::EarlierLine, stats.bytes_read));
+    }
+    entries.sort_by_key(sort_key);
+    if let Some(last) = entries.last() {
+        state.last_key = Some(sort_key(last));
+    }
+    for entry in &entries {
+        state.footprint.note(&ctx.window, entry.ts_ms);
+    }
     let source_path = file.path.display().to_string();
-    for (session_id, session_entries) in group_by_session(entries) {
-        let entrypoint = session_entries
-            .iter()
-            .find_map(|entry| entry.entrypoint.clone());
-        let windowed: Vec<Entry> = session_entries
-            .into_iter()
-            .filter(|entry| ctx.window.contains(entry.ts_ms))
-            .collect();
-        let record = pick_record(&ctx.records, &session_id, &source_path);
-        let cwd = record
-            .and_then(|record| record.cwd.clone())
-            .or_else(|| windowed.iter().find_map(|entry| entry.cwd.clone()));
-        if cwd.as_deref().is_some_and(|cwd| ctx.policy.ignores(cwd)) {
-            parsed.gated_sessions += 1;
-            continue;
+    let sessions = std::mem::take(&mut state.sessions);
+    for (mut session, session_entries) in with_new_entries(sessions, entries) {
+        match project_session(ctx, &mut session, session_entries, &source_path, file) {
+            SessionOutcome::Rows(rows) => parsed.items.push(rows),
+            SessionOutcome::NoMessages => {}
+            SessionOutcome::Gated => parsed.gated_sessions += 1,
         }
-        let client = match owner(entrypoint.as_deref(), ctx.desktop_configured) {
-            Owner::Claude => "claude",
-            Owner::Desktop => "claude-desktop",
-            Owner::Gated => {
-                parsed.gated_sessions += 1;
-                continue;
-            }
-        };
-        let Some(item) = project_session(
-            ctx,
-            session_id,
-            windowed,
-            record,
-            cwd,
-            client,
-            &source_path,
-            file,
-        ) else {
-            continue;
-        };
-        parsed.items.push(item);
+        state.sessions.push(session);
     }
-    parsed
+    if let Some(point) = &stats.point
+        && parsed.gated_sessions == 0
+    {
+        parsed.resume = Some(StoredResume::new("claude", point, &state));
+    }
+    Ok(parsed)
 }
 
-fn group_by_session(entries: Vec<Entry>) -> Vec<(String, Vec<Entry>)> {
-    let mut groups: Vec<(String, Vec<Entry>)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+/// Every session of the file, in the order a whole read groups them: the
+/// ones already known, then new ones as they first appear in the (sorted)
+/// new entries; each with its new entries.
+fn with_new_entries(
+    mut sessions: Vec<SessionState>,
+    entries: Vec<Entry>,
+) -> Vec<(SessionState, Vec<Entry>)> {
+    let mut slots: HashMap<String, usize> = sessions
+        .iter()
+        .enumerate()
+        .map(|(slot, session)| (session.session_id.clone(), slot))
+        .collect();
+    let mut grouped: Vec<Vec<Entry>> = sessions.iter().map(|_| Vec::new()).collect();
     for entry in entries {
-        match index.get(&entry.session_id) {
-            Some(slot) => groups[*slot].1.push(entry),
+        let slot = match slots.get(&entry.session_id) {
+            Some(slot) => *slot,
             None => {
-                index.insert(entry.session_id.clone(), groups.len());
-                groups.push((entry.session_id.clone(), vec![entry]));
+                slots.insert(entry.session_id.clone(), sessions.len());
+                sessions.push(SessionState {
+                    session_id: entry.session_id.clone(),
+                    ..SessionState::default()
+                });
+                grouped.push(Vec::new());
+                sessions.len() - 1
             }
+        };
+        grouped[slot].push(entry);
+    }
+    sessions.into_iter().zip(grouped).collect()
+}
+
+/// What one session of a file came to.
+enum SessionOutcome {
+    Rows(Vec<MessageRow>),
+    /// No message in the session so far: no item.
+    NoMessages,
+    /// Left out by the usage policy or the entrypoint owner.
+    Gated,
+}
+
+/// Window, gate, project and expand one session's new entries, carrying
+/// its state forward. A session with messages from earlier reads but none
+/// new is still an item (with no rows), as a whole read would count it.
+fn project_session(
+    ctx: &ClaudeContext,
+    session: &mut SessionState,
+    entries: Vec<Entry>,
+    source_path: &str,
+    file: &HistoryFile,
+) -> SessionOutcome {
+    if session.entrypoint.is_none() {
+        session.entrypoint = entries.iter().find_map(|entry| entry.entrypoint.clone());
+    }
+    let windowed: Vec<Entry> = entries
+        .into_iter()
+        .filter(|entry| ctx.window.contains(entry.ts_ms))
+        .collect();
+    if session.first_cwd.is_none() {
+        session.first_cwd = windowed.iter().find_map(|entry| entry.cwd.clone());
+    }
+    let record = pick_record(ctx.side_files.records(), &session.session_id, source_path);
+    let cwd = record
+        .and_then(|record| record.cwd.clone())
+        .or_else(|| session.first_cwd.clone());
+    if cwd.as_deref().is_some_and(|cwd| ctx.policy.ignores(cwd)) {
+        return SessionOutcome::Gated;
+    }
+    let client = match owner(session.entrypoint.as_deref(), ctx.desktop_configured) {
+        Owner::Claude => "claude",
+        Owner::Desktop => "claude-desktop",
+        Owner::Gated => return SessionOutcome::Gated,
+    };
+    let messages = project_messages(ctx, session, windowed);
+    if session.expansion.messages() + messages.len() == 0 {
+        return SessionOutcome::NoMessages;
+    }
+    let item = session_item(
+        ctx,
+        session,
+        messages,
+        record,
+        cwd,
+        client,
+        source_path,
+        file,
+    );
+    SessionOutcome::Rows(expand(&item, &mut session.expansion))
+}
+
+/// One message per windowed entry with a role, usage on the last block of
+/// each API message among them. When a message's blocks straddle an
+/// earlier read, the block read then already has its row (with the usage
+/// it had then); a whole read would move the usage to the later block
+/// too, and its row for the earlier block is dropped on `part_id` alike.
+fn project_messages(
+    ctx: &ClaudeContext,
+    session: &mut SessionState,
+    windowed: Vec<Entry>,
+) -> Vec<Message> {
+    let mut last_block: HashMap<String, usize> = HashMap::new();
+    for (index, entry) in windowed.iter().enumerate() {
+        if let Some(id) = &entry.api_message_id {
+            last_block.insert(id.clone(), index);
         }
     }
-    groups
+    let mut messages = Vec::new();
+    for (index, entry) in windowed.into_iter().enumerate() {
+        let stamp_usage = match &entry.api_message_id {
+            None => true,
+            Some(id) => last_block.get(id) == Some(&index),
+        };
+        if entry.role.is_none() {
+            continue;
+        }
+        if session.client_version.is_none() {
+            session.client_version = entry.client_version.clone();
+        }
+        if let Some(ts) = entry.ts_ms {
+            session.started_ms = Some(session.started_ms.map_or(ts, |started| started.min(ts)));
+        }
+        messages.push(message_from_entry(ctx, entry, stamp_usage));
+    }
+    messages
 }
 
 /// The newest record for this transcript path, else for this session id.
@@ -320,51 +516,23 @@ fn pick_record<'a>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn project_session(
+fn session_item(
     ctx: &ClaudeContext,
-    session_id: String,
-    windowed: Vec<Entry>,
+    session: &SessionState,
+    messages: Vec<Message>,
     record: Option<&SessionRecord>,
     cwd: Option<String>,
     client: &str,
     source_path: &str,
     file: &HistoryFile,
-) -> Option<Item> {
-    let mut last_block: HashMap<String, usize> = HashMap::new();
-    for (index, entry) in windowed.iter().enumerate() {
-        if let Some(id) = &entry.api_message_id {
-            last_block.insert(id.clone(), index);
-        }
-    }
-    let mut messages = Vec::new();
-    let mut client_version = None;
-    let mut started_ms: Option<i64> = None;
-    for (index, entry) in windowed.into_iter().enumerate() {
-        let stamp_usage = match &entry.api_message_id {
-            None => true,
-            Some(id) => last_block.get(id) == Some(&index),
-        };
-        if entry.role.is_none() {
-            continue;
-        }
-        if client_version.is_none() {
-            client_version = entry.client_version.clone();
-        }
-        if let Some(ts) = entry.ts_ms {
-            started_ms = Some(started_ms.map_or(ts, |started| started.min(ts)));
-        }
-        messages.push(message_from_entry(ctx, entry, stamp_usage));
-    }
-    if messages.is_empty() {
-        return None;
-    }
+) -> Item {
     let mut exchange = Exchange {
         provider: "anthropic",
-        session_id: session_id.clone(),
-        conversation_started_at: started_ms.map(iso_from_ms),
+        session_id: session.session_id.clone(),
+        conversation_started_at: session.started_ms.map(iso_from_ms),
         conversation_source: client.to_string(),
         client_name: client.to_string(),
-        client_version,
+        client_version: session.client_version.clone(),
         cwd: cwd.clone(),
         git_branch: record.and_then(|record| record.git_branch.clone()),
         git_remote: record.and_then(|record| record.git_remote.clone()),
@@ -381,19 +549,19 @@ fn project_session(
             exchange.repo_root = derived.root;
         }
     }
-    Some(Item {
+    Item {
         exchange,
         messages,
         source_path: source_path.to_string(),
-        native_id: session_id,
+        native_id: session.session_id.clone(),
         fallback_started_at: iso_from_ms(file.mtime_ns.div_euclid(1_000_000)),
-    })
+    }
 }
 
 fn message_from_entry(ctx: &ClaudeContext, entry: Entry, stamp_usage: bool) -> Message {
     let mut attributes = Map::new();
     if let Some(agent) = &entry.agent_id
-        && let Some(tool_use_id) = ctx.agent_meta.get(agent)
+        && let Some(tool_use_id) = ctx.side_files.agent_meta().get(agent)
     {
         attributes.insert(
             "claude".into(),

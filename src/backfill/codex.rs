@@ -3,20 +3,32 @@
 //! legacy single-document `.json` files. One rollout is one thread, so one
 //! [`Item`]; token usage comes from `token_count` events (per turn, net of
 //! cached input) and lands on one carrier message per turn.
+//!
+//! A modern rollout that grew is read on from where the last import
+//! stopped ([`super::resume`]), starting from the [`CodexState`] it left:
+//! the header, the first turn-context values and the expansion state. Lines
+//! are taken in file order, so that is exact as long as the window keeps
+//! the same earlier lines and the thread id stays the one the earlier
+//! fallback ids were made under. A turn's usage goes to the last carrier
+//! since the turn began; a carrier read earlier already has its row, so a
+//! continued turn looks only at the new messages, as a whole read's new
+//! rows do. Legacy `.json` files are always read whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::ParsedFile;
 use super::codex_line::{CodexLine, EventPayload, Payload};
 use super::identity::redact_credentials;
-use super::lines::{ReadEnd, for_each_line_as};
-use super::rows::{Exchange, Item, Message, json_string, non_empty_str};
+use super::lines::{LineStats, ReadEnd, ReadPoint, for_each_line_as};
+use super::resume::{Fallback, StoredResume};
+use super::rows::{Exchange, ExpansionState, Item, Message, expand, json_string, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
-use super::window::{Window, iso_from_ms, parse_date_ms};
+use super::window::{Window, WindowFootprint, iso_from_ms, parse_date_ms};
+use super::{FellBack, ParsedFile};
 
 /// `$CODEX_HOME/sessions`, else `$HOME/.codex/sessions`.
 pub fn sessions_root(home: Option<&Path>) -> Option<PathBuf> {
@@ -40,25 +52,64 @@ pub struct CodexContext {
     pub policy: UsagePolicy,
 }
 
-/// A rollout being read: header, turn contexts and messages so far.
-#[derive(Default)]
-struct Rollout {
+/// The keys of `session_meta.payload` that [`build_item`] reads; the rest
+/// (instructions can run to many KiB) is not kept, in memory or in the
+/// stored state.
+const META_KEYS: [&str; 11] = [
+    "id",
+    "session_id",
+    "timestamp",
+    "cwd",
+    "git",
+    "originator",
+    "cli_version",
+    "thread_source",
+    "parent_thread_id",
+    "model_provider",
+    "source",
+];
+
+/// A rollout's header: everything but its messages that the rows depend
+/// on, from the first `session_meta` and the first turn-context values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Header {
+    /// Some line was a JSON object (without one, no session).
+    any_object: bool,
     meta: Option<Map<String, Value>>,
     model: Option<String>,
     turn_cwd: Option<String>,
     sandbox_policy: Option<String>,
     sandbox: Option<String>,
+    any_native_id: bool,
+}
+
+/// What the rows of lines appended to a rollout later depend on, as the
+/// last read of it left them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodexState {
+    footprint: WindowFootprint,
+    header: Header,
+    expansion: ExpansionState,
+}
+
+/// A rollout being read: header, turn contexts and messages so far.
+#[derive(Default)]
+struct Rollout {
+    header: Header,
+    footprint: WindowFootprint,
     messages: Vec<Message>,
     turn_start: usize,
-    any_native_id: bool,
 }
 
 impl Rollout {
     fn envelope(&mut self, window: &Window, line: CodexLine) {
         let timestamp = line.timestamp.as_deref().and_then(parse_date_ms);
+        if matches!(line.kind.as_str(), "response_item" | "event_msg") {
+            self.footprint.note(window, timestamp);
+        }
         match (line.kind.as_str(), line.payload) {
-            ("session_meta", Payload::Object(payload)) if self.meta.is_none() => {
-                self.meta = Some(payload)
+            ("session_meta", Payload::Object(payload)) if self.header.meta.is_none() => {
+                self.set_meta(payload)
             }
             ("turn_context", Payload::Object(payload)) => self.turn_context(&payload),
             ("response_item", Payload::Object(payload)) if window.contains(timestamp) => {
@@ -69,28 +120,33 @@ impl Rollout {
         }
     }
 
+    fn set_meta(&mut self, mut payload: Map<String, Value>) {
+        payload.retain(|key, _| META_KEYS.contains(&key.as_str()));
+        self.header.meta = Some(payload);
+    }
+
     fn turn_context(&mut self, payload: &Map<String, Value>) {
-        if self.model.is_none() {
-            self.model = payload
+        if self.header.model.is_none() {
+            self.header.model = payload
                 .get("model")
                 .and_then(non_empty_str)
                 .map(str::to_string);
         }
-        if self.turn_cwd.is_none() {
-            self.turn_cwd = payload
+        if self.header.turn_cwd.is_none() {
+            self.header.turn_cwd = payload
                 .get("cwd")
                 .and_then(Value::as_str)
                 .and_then(usable_cwd);
         }
-        if self.sandbox_policy.is_none() {
-            self.sandbox_policy = payload
+        if self.header.sandbox_policy.is_none() {
+            self.header.sandbox_policy = payload
                 .get("sandbox_policy")
                 .and_then(|policy| policy.get("type"))
                 .and_then(non_empty_str)
                 .map(str::to_string);
         }
-        if self.sandbox.is_none() {
-            self.sandbox = payload
+        if self.header.sandbox.is_none() {
+            self.header.sandbox = payload
                 .get("sandbox")
                 .and_then(non_empty_str)
                 .map(str::to_string);
@@ -99,7 +155,7 @@ impl Rollout {
 
     fn response_item(&mut self, payload: Map<String, Value>, timestamp: Option<i64>) {
         if let Some(message) = message_from_payload(payload, timestamp) {
-            self.any_native_id |= message.message_id.is_some();
+            self.header.any_native_id |= message.message_id.is_some();
             self.messages.push(message);
         }
     }
@@ -332,85 +388,143 @@ fn thread_id_from_name(path: &Path) -> String {
         .unwrap_or_else(|| base.to_string())
 }
 
-/// Parse one rollout into (at most) one item.
-pub fn parse_file(ctx: &CodexContext, file: &HistoryFile, stop: &AtomicBool) -> ParsedFile {
-    let mut rollout = Rollout::default();
-    let mut any_object = false;
-    let stats = if file.path.extension().is_some_and(|ext| ext == "json") {
-        read_legacy(&file.path, &ctx.window, &mut rollout, &mut any_object)
-    } else {
-        for_each_line_as(&file.path, stop, |line: CodexLine, bytes| {
+/// A legacy rollout is one JSON document, read whole every time.
+fn is_legacy(file: &HistoryFile) -> bool {
+    file.path.extension().is_some_and(|ext| ext == "json")
+}
+
+/// Read one rollout into rows: whole (`from` is `None`), or a modern
+/// rollout on from the point and state the last import stored. A continued
+/// read that cannot vouch for its rows says why instead ([`FellBack`]).
+pub fn parse_file(
+    ctx: &CodexContext,
+    file: &HistoryFile,
+    from: Option<(ReadPoint, CodexState)>,
+    stop: &AtomicBool,
+) -> Result<ParsedFile, FellBack> {
+    if is_legacy(file) {
+        let mut rollout = Rollout::default();
+        let stats = read_legacy(file, &ctx.window, &mut rollout);
+        let parsed = ParsedFile::from_stats(&stats)?;
+        return finish(
+            ctx,
+            file,
+            rollout,
+            ExpansionState::default(),
+            &stats,
+            parsed,
+        );
+    }
+    let (point, state) = from.unzip();
+    let state = state.unwrap_or_default();
+    if !state.footprint.same_lines_under(&ctx.window) {
+        return Err(FellBack::new(Fallback::WindowMoved, 0));
+    }
+    let mut rollout = Rollout {
+        header: state.header,
+        footprint: state.footprint,
+        ..Rollout::default()
+    };
+    let stats = for_each_line_as(
+        &file.path,
+        file.size,
+        point.as_ref(),
+        stop,
+        |line: CodexLine, bytes| {
             let line = if line.needs_value {
                 serde_json::from_slice(bytes).map_or_else(|_| line, CodexLine::from_value)
             } else {
                 line
             };
             if line.is_object {
-                any_object = true;
+                rollout.header.any_object = true;
                 rollout.envelope(&ctx.window, line);
             }
-        })
-    };
-    let mut parsed = ParsedFile {
-        items: Vec::new(),
-        malformed_lines: stats.malformed,
-        gated_sessions: 0,
-        complete: stats.end == ReadEnd::Complete,
-    };
-    if stats.end == ReadEnd::Interrupted || !any_object || rollout.messages.is_empty() {
-        return parsed;
+        },
+    );
+    let parsed = ParsedFile::from_stats(&stats)?;
+    if parsed.interrupted {
+        return Ok(parsed);
     }
-    let item = build_item(rollout, file);
-    if item
-        .exchange
-        .cwd
-        .as_deref()
-        .is_some_and(|cwd| ctx.policy.ignores(cwd))
-    {
-        parsed.gated_sessions += 1;
-        return parsed;
+    finish(ctx, file, rollout, state.expansion, &stats, parsed)
+}
+
+/// Build, gate and expand the rollout's item (one, when it has any message
+/// so far) and keep the state for the next read.
+fn finish(
+    ctx: &CodexContext,
+    file: &HistoryFile,
+    rollout: Rollout,
+    mut expansion: ExpansionState,
+    stats: &LineStats,
+    mut parsed: ParsedFile,
+) -> Result<ParsedFile, FellBack> {
+    let Rollout {
+        header,
+        footprint,
+        messages,
+        ..
+    } = rollout;
+    if header.any_object && expansion.messages() + messages.len() > 0 {
+        let item = build_item(&header, messages, file);
+        if !expansion.continues(&item) {
+            return Err(FellBack::new(Fallback::ThreadChanged, stats.bytes_read));
+        }
+        if item
+            .exchange
+            .cwd
+            .as_deref()
+            .is_some_and(|cwd| ctx.policy.ignores(cwd))
+        {
+            parsed.gated_sessions += 1;
+            return Ok(parsed);
+        }
+        parsed.items.push(expand(&item, &mut expansion));
     }
-    parsed.items.push(item);
-    parsed
+    if let Some(point) = &stats.point {
+        let state = CodexState {
+            footprint,
+            header,
+            expansion,
+        };
+        parsed.resume = Some(StoredResume::new("codex", point, &state));
+    }
+    Ok(parsed)
 }
 
 /// A legacy rollout: one JSON document `{session, items}`; otherwise the
-/// same file read as JSON lines.
-fn read_legacy(
-    path: &Path,
-    window: &Window,
-    rollout: &mut Rollout,
-    any_object: &mut bool,
-) -> super::lines::LineStats {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return super::lines::LineStats {
-                end: ReadEnd::Failed,
-                malformed: 0,
-            };
-        }
+/// same file read as JSON lines. Never continued, so it leaves no point.
+fn read_legacy(file: &HistoryFile, window: &Window, rollout: &mut Rollout) -> LineStats {
+    let failed = LineStats {
+        end: ReadEnd::Failed,
+        malformed: 0,
+        bytes_read: 0,
+        point: None,
+    };
+    let Ok(bytes) = std::fs::read(&file.path) else {
+        return failed;
+    };
+    let mut stats = LineStats {
+        end: ReadEnd::Complete,
+        bytes_read: bytes.len() as u64,
+        ..failed
     };
     if let Ok(Value::Object(mut document)) = serde_json::from_slice::<Value>(&bytes)
         && let Some(Value::Array(items)) = document.remove("items")
     {
-        *any_object = true;
+        rollout.header.any_object = true;
         let session = match document.remove("session") {
             Some(Value::Object(session)) => session,
             _ => Map::new(),
         };
-        rollout.meta = Some(session);
+        rollout.set_meta(session);
         for item in items {
             if let Value::Object(payload) = item {
                 rollout.response_item(payload, None);
             }
         }
-        return super::lines::LineStats {
-            end: ReadEnd::Complete,
-            malformed: 0,
-        };
+        return stats;
     }
-    let mut malformed = 0;
     for line in bytes.split(|byte| *byte == b'\n') {
         let line = line.trim_ascii();
         if line.is_empty() {
@@ -418,21 +532,18 @@ fn read_legacy(
         }
         match serde_json::from_slice::<Value>(line) {
             Ok(value) if value.is_object() => {
-                *any_object = true;
+                rollout.header.any_object = true;
                 rollout.envelope(window, CodexLine::from_value(value));
             }
             Ok(_) => {}
-            Err(_) => malformed += 1,
+            Err(_) => stats.malformed += 1,
         }
     }
-    super::lines::LineStats {
-        end: ReadEnd::Complete,
-        malformed,
-    }
+    stats
 }
 
-fn build_item(rollout: Rollout, file: &HistoryFile) -> Item {
-    let meta = rollout.meta.unwrap_or_default();
+fn build_item(header: &Header, messages: Vec<Message>, file: &HistoryFile) -> Item {
+    let meta = header.meta.clone().unwrap_or_default();
     let string = |key: &str| meta.get(key).and_then(non_empty_str).map(str::to_string);
     let thread_id = string("id").unwrap_or_else(|| thread_id_from_name(&file.path));
     let session_id = string("session_id").unwrap_or_else(|| thread_id.clone());
@@ -443,7 +554,7 @@ fn build_item(rollout: Rollout, file: &HistoryFile) -> Item {
         .get("cwd")
         .and_then(Value::as_str)
         .and_then(usable_cwd)
-        .or(rollout.turn_cwd);
+        .or_else(|| header.turn_cwd.clone());
     let git = meta.get("git").and_then(Value::as_object);
     let git_string = |keys: &[&str]| {
         keys.iter()
@@ -459,7 +570,10 @@ fn build_item(rollout: Rollout, file: &HistoryFile) -> Item {
             .and_then(Value::as_bool)
             .or_else(|| git.get("is_dirty").and_then(Value::as_bool))
     });
-    let sandbox = rollout.sandbox_policy.or(rollout.sandbox);
+    let sandbox = header
+        .sandbox_policy
+        .clone()
+        .or_else(|| header.sandbox.clone());
     let originator = string("originator");
     let cli_version = string("cli_version");
     let thread_source = string("thread_source");
@@ -470,7 +584,7 @@ fn build_item(rollout: Rollout, file: &HistoryFile) -> Item {
     let mut codex = Map::new();
     codex.insert(
         "identity_source".into(),
-        json!(if rollout.any_native_id {
+        json!(if header.any_native_id {
             "native"
         } else {
             "gateway_fallback"
@@ -505,7 +619,7 @@ fn build_item(rollout: Rollout, file: &HistoryFile) -> Item {
             provider: "openai",
             session_id,
             conversation_id: Some(thread_id.clone()),
-            model: rollout.model,
+            model: header.model.clone(),
             conversation_started_at: started_at,
             conversation_source: "codex".into(),
             client_name: "codex".into(),
@@ -522,7 +636,7 @@ fn build_item(rollout: Rollout, file: &HistoryFile) -> Item {
             parent_thread_id: parent_thread,
             attributes,
         },
-        messages: rollout.messages,
+        messages,
         source_path: file.path.display().to_string(),
         native_id: thread_id,
         fallback_started_at: iso_from_ms(file.mtime_ns.div_euclid(1_000_000)),
@@ -544,6 +658,31 @@ mod tests {
         assert_eq!(
             normalize_usage(&strings).unwrap().to_string(),
             r#"{"input_tokens":10,"output_tokens":2}"#
+        );
+    }
+
+    #[test]
+    fn the_kept_meta_keys_build_the_same_item() {
+        let meta = json!({"id":"t","session_id":"s","timestamp":"2025-10-01T12:00:00.000Z","cwd":"/r","originator":"o","cli_version":"1","instructions":"long text","base_instructions":{"text":"more"},"source":"cli","model_provider":"openai","thread_source":"subagent","parent_thread_id":"p","git":{"commit_hash":"c","branch":"b","repository_url":"https://u:p@h/r.git","dirty":true}});
+        let Value::Object(meta) = meta else {
+            panic!("an object")
+        };
+        let file = HistoryFile {
+            path: PathBuf::from("/x/rollout-1.jsonl"),
+            size: 0,
+            mtime_ns: 0,
+        };
+        let full = Header {
+            meta: Some(meta.clone()),
+            ..Header::default()
+        };
+        let mut rollout = Rollout::default();
+        rollout.set_meta(meta);
+        let kept = rollout.header.meta.as_ref().unwrap();
+        assert!(!kept.contains_key("instructions") && !kept.contains_key("base_instructions"));
+        assert_eq!(
+            build_item(&full, Vec::new(), &file),
+            build_item(&rollout.header, Vec::new(), &file)
         );
     }
 

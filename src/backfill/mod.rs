@@ -1,14 +1,20 @@
 //! `hyp backfill`: read Claude Code and Codex history and expand it into
 //! `ai_gateway_messages` rows for the cache.
 //!
-//! Map: `claude` and `codex` find and project history into [`rows::Item`]s;
-//! `rows` expands items into cache rows; `pipeline` runs one provider on
-//! parse threads plus the single cache writer; this file runs one provider
-//! end to end (gates, skip ledger, counters) and defines the report the CLI
+//! Map: `claude` and `codex` find and project history into [`rows::Item`]s
+//! and expand them into cache rows (`rows`); `lines` reads a file from its
+//! start or from where the last import stopped, and `resume` is what lets
+//! it continue; `pipeline` runs one provider on parse threads plus the
+//! single cache writer; this file runs one provider end to end (gates, the
+//! `imported_files` ledger, counters) and defines the report the CLI
 //! prints. The CLI (`cli::backfill`) owns argv, provider selection and
 //! output.
+//!
+//! A run over unchanged history reads the ledger and the files' metadata,
+//! nothing else: no history content, no side file, and the cache is not
+//! opened for writing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
@@ -28,13 +34,18 @@ pub mod json_skim;
 pub mod lines;
 pub mod pipeline;
 pub mod progress;
+pub mod resume;
 pub mod rows;
 pub mod usage_policy;
 pub mod walk;
 pub mod window;
 
-use pipeline::{Parser, PipelineJob};
+use crate::cache::schema::MessageRow;
+use crate::cache::writer::Ledger;
+use lines::{LineStats, ReadEnd};
+use pipeline::{FileTask, Parser, PipelineJob};
 use progress::Progress;
+use resume::{Fallback, StoredResume};
 use usage_policy::UsagePolicy;
 use walk::HistoryFile;
 use window::Window;
@@ -45,16 +56,59 @@ pub const DATASET: &str = "ai_gateway_messages";
 /// Default retention window when neither flag nor config sets one.
 pub const DEFAULT_RETENTION_DAYS: f64 = 90.0;
 
-/// What a provider found in one file.
+/// What a provider made of one file.
 #[derive(Debug, Default)]
 pub struct ParsedFile {
-    pub items: Vec<rows::Item>,
-    /// Lines that were not JSON (garbage, truncated, invalid UTF-8).
+    /// The rows of each item (one session or thread).
+    pub items: Vec<Vec<MessageRow>>,
+    /// Lines that were not JSON (garbage, invalid UTF-8, overlong).
     pub malformed_lines: u64,
     /// Sessions left out by the usage-policy or entrypoint gate.
     pub gated_sessions: usize,
     /// Every line was read (not interrupted, no read error).
     pub complete: bool,
+    /// The run was interrupted while the file was read: no items.
+    pub interrupted: bool,
+    /// Bytes of the file read.
+    pub bytes_read: u64,
+    /// Where a later read continues and from what state: set when the file
+    /// was read to the end the walk saw and no session was gated.
+    pub resume: Option<StoredResume>,
+}
+
+impl ParsedFile {
+    /// A file's result as far as reading its lines decides it. A continued
+    /// read that found the file is not the one it continues gives way.
+    fn from_stats(stats: &LineStats) -> Result<ParsedFile, FellBack> {
+        let reason = match stats.end {
+            ReadEnd::PrefixChanged => Some(Fallback::PrefixChanged),
+            ReadEnd::OpenLineExtended => Some(Fallback::OpenLineExtended),
+            ReadEnd::Complete | ReadEnd::Interrupted | ReadEnd::Failed => None,
+        };
+        if let Some(reason) = reason {
+            return Err(FellBack::new(reason, stats.bytes_read));
+        }
+        Ok(ParsedFile {
+            malformed_lines: stats.malformed,
+            complete: stats.end == ReadEnd::Complete,
+            interrupted: stats.end == ReadEnd::Interrupted,
+            bytes_read: stats.bytes_read,
+            ..ParsedFile::default()
+        })
+    }
+}
+
+/// A continued read that gave way to a whole read, and what it had read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FellBack {
+    pub reason: Fallback,
+    pub bytes_read: u64,
+}
+
+impl FellBack {
+    fn new(reason: Fallback, bytes_read: u64) -> FellBack {
+        FellBack { reason, bytes_read }
+    }
 }
 
 /// How one provider's run ended.
@@ -80,13 +134,19 @@ pub struct ProviderReport {
     pub rows_skipped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// History files the walk found.
+    pub files_seen: u64,
+    /// Files opened and read, whole or from where the last import stopped.
+    pub files_read: u64,
+    /// Files skipped as unchanged since a covering import (metadata only).
+    pub files_unchanged: u64,
+    /// Bytes of history content read.
+    pub bytes_read: u64,
     /// For the stderr summary only.
     #[serde(skip)]
     pub malformed_lines: u64,
     #[serde(skip)]
     pub files_with_malformed_lines: u64,
-    #[serde(skip)]
-    pub files_unchanged: usize,
     /// For the stderr summary only: where a damaged cache was moved.
     #[serde(skip)]
     pub cache_set_aside: Option<std::path::PathBuf>,
@@ -105,9 +165,12 @@ impl ProviderReport {
             rows_written: 0,
             rows_skipped: 0,
             error: None,
+            files_seen: 0,
+            files_read: 0,
+            files_unchanged: 0,
+            bytes_read: 0,
             malformed_lines: 0,
             files_with_malformed_lines: 0,
-            files_unchanged: 0,
             cache_set_aside: None,
         }
     }
@@ -164,15 +227,15 @@ pub fn run_provider(
     let (files, parser) = match provider.name {
         "claude" => {
             let root = claude::projects_root(home.as_deref());
-            let files = root.as_deref().map(claude::transcripts).unwrap_or_default();
+            let (files, sidecars) = root.as_deref().map(claude::transcripts).unwrap_or_default();
             let context = claude::ClaudeContext {
                 window: options.window,
-                records: claude::session_records(
-                    &paths
+                side_files: claude::SideFiles::new(
+                    paths
                         .state_root()
                         .join("plugins/@hypaware/claude/session-context.jsonl"),
+                    sidecars,
                 ),
-                agent_meta: root.as_deref().map(claude::agent_meta).unwrap_or_default(),
                 git: git::GitLookup::from_env(),
                 policy,
                 desktop_configured: config.enabled_plugin("@hypaware/claude-desktop").is_some(),
@@ -194,12 +257,20 @@ pub fn run_provider(
             return report;
         }
     };
-    let (files, unchanged) = if options.dry_run {
-        (files, 0)
+    report.files_seen = files.len() as u64;
+    let plan = if options.dry_run {
+        ReadPlan::everything(files)
     } else {
-        skip_unchanged(paths, files, &options.window)
+        plan_reads(&paths.cache_db(), files, &options.window)
     };
-    report.files_unchanged = unchanged;
+    report.files_unchanged = plan.unchanged;
+    if plan.tasks.is_empty() && plan.cache_ready {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            report.status = ProviderStatus::Interrupted;
+        }
+        return report;
+    }
+    let files = plan.tasks;
     let progress = Progress::default();
     let job = PipelineJob {
         provider: provider.name,
@@ -223,6 +294,8 @@ pub fn run_provider(
     } else {
         pipeline::run(job)
     };
+    report.files_read = outcome.files_read;
+    report.bytes_read = outcome.bytes_read;
     report.items_seen = outcome.items_seen;
     report.sessions_seen = outcome.sessions_seen;
     report.rows_written = outcome.rows_written;
@@ -239,28 +312,60 @@ pub fn run_provider(
     report
 }
 
-/// Drop files the `imported_files` ledger says were fully imported, unchanged,
-/// under a window that covers this one. Returns (files to read, skipped).
-fn skip_unchanged(
-    paths: &Paths,
-    files: Vec<HistoryFile>,
-    window: &Window,
-) -> (Vec<HistoryFile>, usize) {
-    let ledger = crate::cache::writer::read_imported_files(&paths.cache_db());
-    if ledger.is_empty() {
-        return (files, 0);
+/// Which files a run reads, and how.
+struct ReadPlan {
+    tasks: Vec<FileTask>,
+    /// Files skipped as unchanged.
+    unchanged: u64,
+    /// The cache and its generation exist: a run with nothing to read need
+    /// not open it (a missing cache is still created, as every run did).
+    cache_ready: bool,
+}
+
+impl ReadPlan {
+    /// Read every file whole (a dry run, or no readable ledger).
+    fn everything(files: Vec<HistoryFile>) -> ReadPlan {
+        ReadPlan {
+            tasks: files
+                .into_iter()
+                .map(|file| FileTask { file, resume: None })
+                .collect(),
+            unchanged: 0,
+            cache_ready: false,
+        }
     }
-    let before = files.len();
-    let kept: Vec<HistoryFile> = files
-        .into_iter()
-        .filter(|file| {
-            ledger
-                .get(&file.path.display().to_string())
-                .is_none_or(|record| {
-                    !record.covers(file.size, file.mtime_ns, window.since_ms, window.until_ms)
-                })
-        })
-        .collect();
-    let skipped = before - kept.len();
-    (kept, skipped)
+}
+
+/// Plan each file from the `imported_files` ledger: skip one imported
+/// unchanged (same size and mtime) under a window that covers this one;
+/// continue one that grew from where its last import stopped, when that
+/// import left a state; read the rest whole (new, shrunk or rewritten in
+/// place, or the window widened).
+fn plan_reads(db: &Path, files: Vec<HistoryFile>, window: &Window) -> ReadPlan {
+    let Some(ledger) = Ledger::read(db) else {
+        return ReadPlan::everything(files);
+    };
+    let resume_allowed = !resume::disabled_by_env();
+    let mut unchanged = 0;
+    let mut tasks = Vec::with_capacity(files.len());
+    for file in files {
+        let path = file.path.display().to_string();
+        let record = ledger.get(&path);
+        if record.is_some_and(|record| {
+            record.covers(file.size, file.mtime_ns, window.since_ms, window.until_ms)
+        }) {
+            unchanged += 1;
+            continue;
+        }
+        let grew = record.is_some_and(|record| file.size > record.size);
+        let resume = (grew && resume_allowed)
+            .then(|| ledger.stored_resume(&path))
+            .flatten();
+        tasks.push(FileTask { file, resume });
+    }
+    ReadPlan {
+        tasks,
+        unchanged,
+        cache_ready: crate::cache::read_generation(db).is_some(),
+    }
 }

@@ -8,7 +8,13 @@
 //! which bounds memory whatever the corpus size. A stop request (SIGINT,
 //! SIGTERM) makes workers drop the file they are reading, and the writer
 //! commits every file completed before the gap; a partly read file is never
-//! marked imported, so a later run picks it up whole.
+//! marked imported, so a later run reads it again from where its last
+//! complete import stopped (or whole).
+//!
+//! A file that grew is continued from its stored point ([`super::resume`]);
+//! when that cannot be vouched for, the worker reads it whole instead. A
+//! completed read's new point and state go to the writer, which records them
+//! with the file's last rows.
 //!
 //! Written rows go back to the parse workers to be freed: they allocated
 //! them, so the frees stay in their own allocator arenas and off the writer,
@@ -23,13 +29,13 @@ use std::time::Duration;
 
 use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, bounded};
 
-use super::ParsedFile;
 use super::claude::{self, ClaudeContext};
 use super::codex::{self, CodexContext};
 use super::progress::Progress;
-use super::rows::expand;
+use super::resume::{Fallback, StoredResume};
 use super::walk::HistoryFile;
 use super::window::Window;
+use super::{FellBack, ParsedFile};
 use crate::cache::CacheError;
 use crate::cache::schema::MessageRow;
 use crate::cache::writer::{CacheWriter, ImportedFile};
@@ -42,18 +48,79 @@ const IN_FLIGHT_FILES: usize = 8;
 
 const POLL: Duration = Duration::from_millis(50);
 
-/// How to turn one file into items.
+/// How to turn one file into rows.
 #[derive(Debug)]
 pub enum Parser {
     Claude(Box<ClaudeContext>),
     Codex(Box<CodexContext>),
 }
 
+/// One file to read, and the stored point to continue it from, if any.
+#[derive(Debug, Clone)]
+pub struct FileTask {
+    pub file: HistoryFile,
+    pub resume: Option<StoredResume>,
+}
+
 impl Parser {
-    fn parse(&self, file: &HistoryFile, stop: &AtomicBool) -> ParsedFile {
+    /// Continue the file from its stored point when it has one and that
+    /// holds, else read it whole. Bytes read by a continued read that gave
+    /// way still count.
+    fn parse(&self, task: &FileTask, stop: &AtomicBool) -> ParsedFile {
+        let mut fell_back_bytes = 0;
+        if let Some(stored) = &task.resume {
+            match self.read(&task.file, Some(stored), stop) {
+                Ok(parsed) => return parsed,
+                Err(fell_back) => {
+                    fell_back_bytes = fell_back.bytes_read;
+                    crate::event_log::debug(
+                        "backfill.resume_fallback",
+                        serde_json::json!({
+                            "path": task.file.path.display().to_string(),
+                            "reason": format!("{:?}", fell_back.reason),
+                        }),
+                    );
+                }
+            }
+        }
+        // A read from the start has no point to lose, so it never gives
+        // way; if it ever did, the file counts as not read completely.
+        let mut parsed = self
+            .read(&task.file, None, stop)
+            .unwrap_or_else(|fell_back| ParsedFile {
+                bytes_read: fell_back.bytes_read,
+                ..ParsedFile::default()
+            });
+        parsed.bytes_read += fell_back_bytes;
+        parsed
+    }
+
+    /// One read, from `stored` (decoded for this provider) or whole.
+    fn read(
+        &self,
+        file: &HistoryFile,
+        stored: Option<&StoredResume>,
+        stop: &AtomicBool,
+    ) -> Result<ParsedFile, FellBack> {
+        let no_state = FellBack {
+            reason: Fallback::NoState,
+            bytes_read: 0,
+        };
         match self {
-            Parser::Claude(ctx) => claude::parse_file(ctx, file, stop),
-            Parser::Codex(ctx) => codex::parse_file(ctx, file, stop),
+            Parser::Claude(ctx) => {
+                let from = match stored {
+                    Some(stored) => Some(stored.decode("claude").ok_or(no_state)?),
+                    None => None,
+                };
+                claude::parse_file(ctx, file, from, stop)
+            }
+            Parser::Codex(ctx) => {
+                let from = match stored {
+                    Some(stored) => Some(stored.decode("codex").ok_or(no_state)?),
+                    None => None,
+                };
+                codex::parse_file(ctx, file, from, stop)
+            }
         }
     }
 }
@@ -61,7 +128,7 @@ impl Parser {
 /// One provider's files and where their rows go.
 pub struct PipelineJob<'a> {
     pub provider: &'a str,
-    pub files: &'a [HistoryFile],
+    pub files: &'a [FileTask],
     pub parser: Parser,
     /// `None` for a dry run: count, write nothing.
     pub cache_db: Option<PathBuf>,
@@ -79,6 +146,9 @@ pub struct PipelineOutcome {
     pub rows_skipped: u64,
     pub malformed_lines: u64,
     pub files_with_malformed_lines: u64,
+    /// Files read (whole or continued), and the bytes read from them.
+    pub files_read: u64,
+    pub bytes_read: u64,
     pub error: Option<String>,
     /// Where a damaged cache was moved before this run started a new one.
     pub cache_set_aside: Option<PathBuf>,
@@ -91,6 +161,8 @@ struct FileRows {
     malformed_lines: u64,
     gated_sessions: usize,
     complete: bool,
+    bytes_read: u64,
+    resume: Option<StoredResume>,
 }
 
 /// Keep glibc from returning memory to the kernel after every large free:
@@ -205,16 +277,16 @@ fn parse_files(
     lower_own_priority(PARSE_NICE);
     for file_index in tasks {
         spent.try_iter().for_each(drop);
-        let file = &job.files[file_index];
-        let parsed = job.parser.parse(file, job.stop);
-        job.progress.file_parsed(file.size);
-        let items = parsed.items.iter().map(expand).collect();
+        let parsed = job.parser.parse(&job.files[file_index], job.stop);
+        job.progress.file_parsed(parsed.bytes_read);
         let rows = FileRows {
             file_index,
-            items,
+            items: parsed.items,
             malformed_lines: parsed.malformed_lines,
             gated_sessions: parsed.gated_sessions,
             complete: parsed.complete && !job.stop.load(Ordering::Relaxed),
+            bytes_read: parsed.bytes_read,
+            resume: parsed.resume,
         };
         if out.send(rows).is_err() {
             return;
@@ -319,6 +391,8 @@ fn commit_file(
     if file.malformed_lines > 0 {
         outcome.files_with_malformed_lines += 1;
     }
+    outcome.files_read += 1;
+    outcome.bytes_read += file.bytes_read;
     let Some(cache) = cache else {
         outcome.items_seen += file.items.len() as u64;
         outcome.sessions_seen += file.items.len() as u64;
@@ -336,7 +410,7 @@ fn commit_file(
         }
     }
     if file.complete && file.gated_sessions == 0 {
-        let source = &job.files[file.file_index];
+        let source = &job.files[file.file_index].file;
         cache.mark_imported(&ImportedFile {
             path: source.path.display().to_string(),
             provider: job.provider.to_string(),
@@ -344,6 +418,7 @@ fn commit_file(
             mtime_ns: source.mtime_ns,
             since_ms: job.window.since_ms,
             until_ms: job.window.until_ms,
+            resume: file.resume.clone(),
         })?;
     }
     cache.commit_if_large()

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use serde::{Deserialize, Serialize};
+
 use super::identity::{fallback_message_id, source_path_hash};
+use super::resume::{IdSet, id_hash};
 use crate::cache::schema::MessageRow;
 
 pub const GATEWAY_ID: &str = "hypaware-local";
@@ -88,33 +91,134 @@ pub struct Item {
     pub fallback_started_at: String,
 }
 
+/// Where the expansion of one conversation stands after its messages so
+/// far: everything the rows of messages appended later depend on besides
+/// those messages (their `message_index`, `previous_message_id`, the
+/// seen-id collapse and tool-name lookup). A whole read starts from the
+/// default; a continued read from what the last import stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExpansionState {
+    /// The thread scope the fallback ids were made in, once any message was
+    /// expanded.
+    scope: Option<String>,
+    /// `message_index` of the next message.
+    next_index: usize,
+    /// Per agent: the chain's last id and every id it has seen.
+    chains: Vec<ChainState>,
+    /// `tool_call_id -> tool name` of the tool calls emitted so far.
+    tool_names: Vec<(String, String)>,
+}
+
+/// One stored chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ChainState {
+    agent_id: Option<String>,
+    last: Option<String>,
+    seen: IdSet,
+}
+
+impl ExpansionState {
+    /// Whether `item`'s messages can continue this state: the same thread
+    /// scope (fallback ids hash it), or nothing expanded yet.
+    pub fn continues(&self, item: &Item) -> bool {
+        self.scope
+            .as_deref()
+            .is_none_or(|scope| scope == thread_scope(&item.exchange))
+    }
+
+    /// Messages expanded so far (the next `message_index`).
+    pub fn messages(&self) -> usize {
+        self.next_index
+    }
+}
+
+/// `conversation_id ?? session_id`: what fallback ids and chains belong to.
+fn thread_scope(exchange: &Exchange) -> &str {
+    exchange
+        .conversation_id
+        .as_deref()
+        .unwrap_or(&exchange.session_id)
+}
+
 /// A chain of message ids within one (thread scope, agent) pair.
 #[derive(Default)]
 struct Chain {
-    seen: HashSet<String>,
+    seen: HashSet<u128>,
     last: Option<String>,
 }
 
-/// Expand `item` into rows (a fresh state per item).
-pub fn expand(item: &Item) -> Vec<MessageRow> {
+/// [`ExpansionState`] unpacked for lookups.
+struct Expansion {
+    /// Every id that emitted rows (the union of the chains' sets: an id a
+    /// chain saw either emitted or was already here).
+    seen: HashSet<u128>,
+    chains: HashMap<Option<String>, Chain>,
+    tool_names: HashMap<String, String>,
+}
+
+impl Expansion {
+    fn unpack(state: ExpansionState) -> Expansion {
+        let mut seen = HashSet::new();
+        let mut chains = HashMap::with_capacity(state.chains.len());
+        for chain in state.chains {
+            let chain_seen: HashSet<u128> = chain.seen.hashes().iter().copied().collect();
+            seen.extend(chain_seen.iter().copied());
+            chains.insert(
+                chain.agent_id,
+                Chain {
+                    seen: chain_seen,
+                    last: chain.last,
+                },
+            );
+        }
+        Expansion {
+            seen,
+            chains,
+            tool_names: state.tool_names.into_iter().collect(),
+        }
+    }
+
+    fn pack(self, scope: Option<String>, next_index: usize) -> ExpansionState {
+        let mut chains: Vec<ChainState> = self
+            .chains
+            .into_iter()
+            .map(|(agent_id, chain)| ChainState {
+                agent_id,
+                last: chain.last,
+                seen: IdSet::from_hashes(chain.seen.into_iter().collect()),
+            })
+            .collect();
+        chains.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        let mut tool_names: Vec<(String, String)> = self.tool_names.into_iter().collect();
+        tool_names.sort_unstable();
+        ExpansionState {
+            scope,
+            next_index,
+            chains,
+            tool_names,
+        }
+    }
+}
+
+/// Expand `item` into rows, continuing `state` (the default for a whole
+/// conversation) and leaving it where the last message put it.
+pub fn expand(item: &Item, state: &mut ExpansionState) -> Vec<MessageRow> {
     let exchange = &item.exchange;
     let ts_start = exchange
         .conversation_started_at
         .clone()
         .unwrap_or_else(|| item.fallback_started_at.clone());
-    let thread_scope = exchange
-        .conversation_id
-        .clone()
-        .unwrap_or_else(|| exchange.session_id.clone());
+    let thread_scope = thread_scope(exchange).to_string();
     let gateway = gateway_attributes(item);
     let client_attributes = client_attributes(exchange);
     let shared = SharedColumns::new(exchange, &ts_start);
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut chains: HashMap<Option<String>, Chain> = HashMap::new();
-    let mut tool_names: HashMap<String, String> = HashMap::new();
+    let stored = std::mem::take(state);
+    let first_index = stored.next_index;
+    let mut scope = stored.scope.clone();
+    let mut expansion = Expansion::unpack(stored);
     let mut rows = Vec::new();
 
-    for (index, message) in item.messages.iter().enumerate() {
+    for (offset, message) in item.messages.iter().enumerate() {
         if message.role.is_empty() {
             continue;
         }
@@ -122,8 +226,9 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
         if content.is_empty() {
             continue;
         }
+        scope.get_or_insert_with(|| thread_scope.clone());
         let agent_id = message.agent_id.clone();
-        let chain = chains.entry(agent_id.clone()).or_default();
+        let chain = expansion.chains.entry(agent_id.clone()).or_default();
         let previous = match &chain.last {
             Some(last) => json_string(&[last]),
             None => "[]".to_string(),
@@ -135,8 +240,9 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
                 true,
             ),
         };
-        if seen.contains(&message_id) {
-            if chain.seen.insert(message_id.clone()) {
+        let id = id_hash(&message_id);
+        if expansion.seen.contains(&id) {
+            if chain.seen.insert(id) {
                 chain.last = Some(message_id);
             }
             continue;
@@ -147,7 +253,7 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
             message,
             message_id: &message_id,
             previous_message_id: previous,
-            message_index: index as i64,
+            message_index: (first_index + offset) as i64,
             ts_start: &ts_start,
             client_attributes: &client_attributes,
             gateway: if from_fallback {
@@ -163,14 +269,15 @@ pub fn expand(item: &Item) -> Vec<MessageRow> {
                 block,
                 part_index,
                 part_index == last,
-                &mut tool_names,
+                &mut expansion.tool_names,
             ));
         }
-        seen.insert(message_id.clone());
-        if chain.seen.insert(message_id.clone()) {
+        expansion.seen.insert(id);
+        if chain.seen.insert(id) {
             chain.last = Some(message_id);
         }
     }
+    *state = expansion.pack(scope, first_index + item.messages.len());
     rows
 }
 
@@ -782,6 +889,72 @@ mod tests {
     }
 
     #[test]
+    fn a_continued_expansion_gives_the_rows_of_a_whole_one() {
+        let message = |role: &str, content: Value, id: Option<&str>, agent: Option<&str>| Message {
+            role: role.into(),
+            content,
+            message_id: id.map(str::to_string),
+            agent_id: agent.map(str::to_string),
+            ..Message::default()
+        };
+        let messages = vec![
+            message("user", json!("continue"), None, None),
+            message(
+                "assistant",
+                json!([{"type":"text","text":"ok"},{"type":"tool_use","id":"t1","name":"Bash","input":{}}]),
+                Some("m1"),
+                None,
+            ),
+            message("user", json!(""), None, None),
+            message("user", json!("continue"), None, None),
+            message("assistant", json!("side"), None, Some("a1")),
+            message(
+                "user",
+                json!([{"type":"tool_result","tool_use_id":"t1","content":"x"}]),
+                Some("m2"),
+                None,
+            ),
+            message("assistant", json!("ok"), Some("m1"), Some("a1")),
+            message("user", json!("continue"), None, Some("a1")),
+            message("assistant", json!("done"), Some("m3"), None),
+        ];
+        let item = |messages: Vec<Message>| Item {
+            exchange: Exchange {
+                provider: "anthropic",
+                session_id: "s".into(),
+                client_name: "claude".into(),
+                ..Exchange::default()
+            },
+            messages,
+            source_path: "/p".into(),
+            native_id: "s".into(),
+            fallback_started_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let mut whole_state = ExpansionState::default();
+        let whole = expand(&item(messages.clone()), &mut whole_state);
+        for split in 0..=messages.len() {
+            let mut state = ExpansionState::default();
+            let mut rows = expand(&item(messages[..split].to_vec()), &mut state);
+            let stored: ExpansionState =
+                serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+            let mut state = stored;
+            assert!(state.continues(&item(Vec::new())));
+            rows.extend(expand(&item(messages[split..].to_vec()), &mut state));
+            assert_eq!(rows, whole, "split at {split}");
+            assert_eq!(state, whole_state, "split at {split}");
+        }
+        assert_eq!(whole_state.messages(), messages.len());
+        let other_thread = Item {
+            exchange: Exchange {
+                session_id: "other".into(),
+                ..item(Vec::new()).exchange
+            },
+            ..item(Vec::new())
+        };
+        assert!(!whole_state.continues(&other_thread));
+    }
+
+    #[test]
     fn repeated_ids_collapse_and_consume_their_index() {
         let message = |text: &str| Message {
             role: "user".into(),
@@ -802,7 +975,7 @@ mod tests {
             native_id: "t".into(),
             fallback_started_at: "2026-01-01T00:00:00.000Z".into(),
         };
-        let rows = expand(&item);
+        let rows = expand(&item, &mut ExpansionState::default());
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].message_index, 2);
         assert_eq!(

@@ -9,6 +9,7 @@
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
 
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -25,6 +26,55 @@ impl Window {
         let Some(ts) = ts_ms else { return true };
         self.since_ms.is_none_or(|since| ts >= since)
             && self.until_ms.is_none_or(|until| ts <= until)
+    }
+}
+
+/// Where the timestamps read so far fell against the window they were read
+/// under, in just enough detail to tell whether another window would keep
+/// exactly the same ones. A resumed read needs that: `message_index`,
+/// `previous_message_id` and (Claude) `conversation_started_at` of the
+/// appended rows depend on which earlier lines the window kept, and the
+/// lower bound moves forward on every run (`now - retention days`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowFootprint {
+    /// Earliest and latest timestamp kept.
+    kept: Option<(i64, i64)>,
+    /// Latest timestamp dropped for being before `since`.
+    below: Option<i64>,
+    /// Earliest timestamp dropped for being after `until`.
+    above: Option<i64>,
+}
+
+impl WindowFootprint {
+    /// Record one line's timestamp as `window` judged it.
+    pub fn note(&mut self, window: &Window, ts_ms: Option<i64>) {
+        let Some(ts) = ts_ms else { return };
+        if window.since_ms.is_some_and(|since| ts < since) {
+            self.below = Some(self.below.map_or(ts, |below| below.max(ts)));
+        } else if window.until_ms.is_some_and(|until| ts > until) {
+            self.above = Some(self.above.map_or(ts, |above| above.min(ts)));
+        } else {
+            self.kept = Some(
+                self.kept
+                    .map_or((ts, ts), |(min, max)| (min.min(ts), max.max(ts))),
+            );
+        }
+    }
+
+    /// Whether `window` keeps and drops exactly the lines noted so far as
+    /// their own window did: every kept timestamp inside it, every dropped
+    /// one still outside on the same side.
+    pub fn same_lines_under(&self, window: &Window) -> bool {
+        let kept_ok = self
+            .kept
+            .is_none_or(|(min, max)| window.contains(Some(min)) && window.contains(Some(max)));
+        let below_ok = self
+            .below
+            .is_none_or(|below| window.since_ms.is_some_and(|since| below < since));
+        let above_ok = self
+            .above
+            .is_none_or(|above| window.until_ms.is_some_and(|until| above > until));
+        kept_ok && below_ok && above_ok
     }
 }
 
@@ -242,6 +292,57 @@ mod tests {
             );
             assert_eq!(iso_from_ms(jiff.as_millisecond()), text);
         }
+    }
+
+    #[test]
+    fn a_footprint_accepts_only_windows_that_keep_the_same_lines() {
+        let first = Window {
+            since_ms: Some(100),
+            until_ms: None,
+        };
+        let mut footprint = WindowFootprint::default();
+        for ts in [Some(50), Some(150), None, Some(300)] {
+            footprint.note(&first, ts);
+        }
+        let since = |since_ms| Window {
+            since_ms,
+            until_ms: None,
+        };
+        assert!(footprint.same_lines_under(&first));
+        assert!(
+            footprint.same_lines_under(&since(Some(51))),
+            "50 still dropped"
+        );
+        assert!(
+            footprint.same_lines_under(&since(Some(150))),
+            "150 still kept"
+        );
+        assert!(
+            !footprint.same_lines_under(&since(Some(151))),
+            "150 would drop"
+        );
+        assert!(
+            !footprint.same_lines_under(&since(Some(50))),
+            "50 would come in"
+        );
+        assert!(!footprint.same_lines_under(&since(None)));
+        let capped = Window {
+            since_ms: Some(100),
+            until_ms: Some(300),
+        };
+        assert!(footprint.same_lines_under(&capped));
+        assert!(!footprint.same_lines_under(&Window {
+            since_ms: Some(100),
+            until_ms: Some(299),
+        }));
+        let mut above = WindowFootprint::default();
+        above.note(&capped, Some(400));
+        assert!(above.same_lines_under(&capped));
+        assert!(
+            !above.same_lines_under(&since(Some(100))),
+            "400 would come in"
+        );
+        assert!(WindowFootprint::default().same_lines_under(&since(None)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The cache's tables: `ai_gateway_messages` (the 56 columns of the
 //! reference's row schema, same names, same order) and `imported_files`
-//! (which history files a run already imported, under which window).
+//! (which history files a run already imported, under which window, and
+//! where a later read of each continues).
 //!
 //! Storage rules: JSON columns hold compact JSON text, timestamps ISO-8601
 //! UTC text with milliseconds (they sort lexically), booleans 0/1, and
@@ -247,9 +248,45 @@ pub fn create_statements() -> String {
         "CREATE TABLE IF NOT EXISTS ai_gateway_messages (\n{},\n  UNIQUE(part_id)\n);\n\
          CREATE INDEX IF NOT EXISTS ai_gateway_messages_session_id ON ai_gateway_messages(session_id);\n\
          CREATE INDEX IF NOT EXISTS ai_gateway_messages_date ON ai_gateway_messages(date);\n\
-         CREATE TABLE IF NOT EXISTS imported_files (\n  path TEXT PRIMARY KEY,\n  provider TEXT NOT NULL,\n  size INTEGER NOT NULL,\n  mtime_ns INTEGER NOT NULL,\n  since_ms INTEGER,\n  until_ms INTEGER,\n  imported_at TEXT NOT NULL\n);\n",
-        columns.join(",\n")
+         CREATE TABLE IF NOT EXISTS imported_files (\n  path TEXT PRIMARY KEY,\n  provider TEXT NOT NULL,\n  size INTEGER NOT NULL,\n  mtime_ns INTEGER NOT NULL,\n  since_ms INTEGER,\n  until_ms INTEGER,\n  imported_at TEXT NOT NULL{}\n);\n\
+         CREATE INDEX IF NOT EXISTS imported_files_ledger ON imported_files(path, provider, size, mtime_ns, since_ms, until_ms);\n",
+        columns.join(",\n"),
+        RESUME_COLUMNS
+            .iter()
+            .map(|(name, kind)| format!(",\n  {name} {kind}"))
+            .collect::<String>()
     )
+}
+
+/// The `imported_files` columns a continued read needs (NULL: read whole).
+/// Older caches lack them; [`add_missing_columns`] adds them. The states
+/// make the table's rows long (a few KiB each), so the ledger scan every
+/// run makes reads the covering index `imported_files_ledger` instead,
+/// which holds only the columns the skip decision needs.
+const RESUME_COLUMNS: [(&str, &str); 3] = [
+    ("resume_offset", "INTEGER"),
+    ("resume_fingerprint", "TEXT"),
+    ("resume_state", "TEXT"),
+];
+
+/// The ledger scan: exactly the columns of `imported_files_ledger`.
+pub const LEDGER_QUERY: &str =
+    "SELECT path, provider, size, mtime_ns, since_ms, until_ms FROM imported_files";
+
+/// Bring an `imported_files` made by an older build up to date. Run inside
+/// the writer's schema transaction, after [`create_statements`].
+pub fn add_missing_columns(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    for (name, kind) in RESUME_COLUMNS {
+        let present = conn
+            .prepare("SELECT 1 FROM pragma_table_info('imported_files') WHERE name = ?1")?
+            .exists([name])?;
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE imported_files ADD COLUMN {name} {kind};"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// The conflict-ignoring insert every run uses.
@@ -283,5 +320,32 @@ mod tests {
         let mut insert = conn.prepare(&insert_statement()).unwrap();
         assert_eq!(insert.execute(row.values().as_slice()).unwrap(), 1);
         assert_eq!(insert.execute(row.values().as_slice()).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_older_imported_files_table_gains_the_resume_columns() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE imported_files (path TEXT PRIMARY KEY, provider TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, since_ms INTEGER, until_ms INTEGER, imported_at TEXT NOT NULL);
+             INSERT INTO imported_files VALUES ('/p', 'claude', 1, 2, NULL, NULL, 'x');",
+        )
+        .unwrap();
+        conn.execute_batch(&create_statements()).unwrap();
+        add_missing_columns(&conn).unwrap();
+        add_missing_columns(&conn).unwrap();
+        let offset: Option<i64> = conn
+            .query_row("SELECT resume_offset FROM imported_files", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(offset, None, "an old row reads whole");
+        let fresh = rusqlite::Connection::open_in_memory().unwrap();
+        fresh.execute_batch(&create_statements()).unwrap();
+        add_missing_columns(&fresh).unwrap();
+        fresh
+            .execute_batch(
+                "SELECT resume_offset, resume_fingerprint, resume_state FROM imported_files",
+            )
+            .unwrap();
     }
 }

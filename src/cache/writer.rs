@@ -1,7 +1,9 @@
 //! The one writer of the cache. It batches inserts into large transactions
 //! (one prepared statement, conflict-ignore on `part_id`) and records
-//! `imported_files` entries in the same transaction as a file's last rows,
-//! so a file is never marked imported before all its rows are durable.
+//! `imported_files` entries (with the point and state a later read
+//! continues from) in the same transaction as a file's last rows, so a file
+//! is never marked imported, nor its point moved, before all its rows are
+//! durable. [`Ledger`] reads those entries back without writing anything.
 //!
 //! A second connection on its own thread (the checkpointer) copies each
 //! committed batch from the write-ahead log into the database while the
@@ -25,7 +27,10 @@ use crossbeam_channel::{Sender, bounded};
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::CacheError;
-use super::schema::{MessageRow, create_statements, insert_statement};
+use super::schema::{
+    LEDGER_QUERY, MessageRow, add_missing_columns, create_statements, insert_statement,
+};
+use crate::backfill::resume::StoredResume;
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -52,6 +57,8 @@ pub struct ImportedFile {
     pub since_ms: Option<i64>,
     /// Upper bound of the window in epoch ms; `None` = open.
     pub until_ms: Option<i64>,
+    /// Where a later read continues; `None` = read it whole.
+    pub resume: Option<StoredResume>,
 }
 
 impl ImportedFile {
@@ -215,7 +222,9 @@ impl CacheWriter {
             "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=0;",
         )
         .map_err(open_err)?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}COMMIT;", create_statements()))
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}", create_statements()))
+            .and_then(|()| add_missing_columns(&conn))
+            .and_then(|()| conn.execute_batch("COMMIT"))
             .map_err(open_err)?;
         Ok(CacheWriter {
             conn,
@@ -253,8 +262,9 @@ impl CacheWriter {
     pub fn mark_imported(&mut self, file: &ImportedFile) -> Result<(), CacheError> {
         self.begin_if_needed()?;
         let mut statement = self.conn.prepare_cached(
-            "INSERT OR REPLACE INTO imported_files (path, provider, size, mtime_ns, since_ms, until_ms, imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO imported_files (path, provider, size, mtime_ns, since_ms, until_ms, imported_at, resume_offset, resume_fingerprint, resume_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
+        let resume = file.resume.as_ref();
         statement.execute(params![
             file.path,
             file.provider,
@@ -262,7 +272,10 @@ impl CacheWriter {
             file.mtime_ns,
             file.since_ms,
             file.until_ms,
-            crate::time::now_iso()
+            crate::time::now_iso(),
+            resume.map(|resume| resume.offset as i64),
+            resume.map(|resume| resume.fingerprint.as_str()),
+            resume.map(|resume| resume.state.as_str()),
         ])?;
         Ok(())
     }
@@ -319,34 +332,120 @@ fn create_private_file(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// The `imported_files` ledger, read without opening the cache for writing.
-/// A missing or unreadable cache reads as empty (everything gets parsed).
-pub fn read_imported_files(path: &Path) -> HashMap<String, ImportedFile> {
-    let Ok(conn) = open_read_only(path) else {
-        return HashMap::new();
-    };
-    let read = || -> Result<HashMap<String, ImportedFile>, rusqlite::Error> {
-        let mut statement = conn.prepare(
-            "SELECT path, provider, size, mtime_ns, since_ms, until_ms FROM imported_files",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok(ImportedFile {
-                path: row.get(0)?,
-                provider: row.get(1)?,
-                size: row.get::<_, i64>(2)?.max(0) as u64,
-                mtime_ns: row.get(3)?,
-                since_ms: row.get(4)?,
-                until_ms: row.get(5)?,
-            })
-        })?;
-        let mut out = HashMap::new();
-        for file in rows {
-            let file = file?;
-            out.insert(file.path.clone(), file);
+/// The `imported_files` ledger, read without opening the cache for writing
+/// and without creating anything beside it: with no `-wal` file the
+/// database is opened `immutable` (a plain read-only connection would leave
+/// an empty `-wal` and a `-shm` behind), else read-only, joining a writer's
+/// WAL. The stored states are fetched one file at a time, only for files
+/// that grew.
+pub struct Ledger {
+    conn: Connection,
+    files: HashMap<String, ImportedFile>,
+}
+
+impl Ledger {
+    /// `None` when there is no cache or it cannot be read: every file is
+    /// then read, and the writer deals with the cache.
+    pub fn read(db: &Path) -> Option<Ledger> {
+        if !db.exists() {
+            return None;
         }
-        Ok(out)
-    };
-    read().unwrap_or_default()
+        let quiet = !wal_path(db).exists();
+        let ledger = if quiet {
+            Ledger::read_with(db, true).or_else(|_| Ledger::read_with(db, false))
+        } else {
+            Ledger::read_with(db, false)
+        };
+        ledger.ok()
+    }
+
+    fn read_with(db: &Path, immutable: bool) -> Result<Ledger, rusqlite::Error> {
+        let mode = if immutable { "immutable=1" } else { "mode=ro" };
+        let conn = Connection::open_with_flags(
+            format!("file:{}?{mode}", uri_path(db)),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let files = {
+            let mut statement = conn.prepare(LEDGER_QUERY)?;
+            let rows = statement.query_map([], |row| {
+                Ok(ImportedFile {
+                    path: row.get(0)?,
+                    provider: row.get(1)?,
+                    size: row.get::<_, i64>(2)?.max(0) as u64,
+                    mtime_ns: row.get(3)?,
+                    since_ms: row.get(4)?,
+                    until_ms: row.get(5)?,
+                    resume: None,
+                })
+            })?;
+            let mut files = HashMap::new();
+            for file in rows {
+                let file = file?;
+                files.insert(file.path.clone(), file);
+            }
+            files
+        };
+        Ok(Ledger { conn, files })
+    }
+
+    /// The entry for `path` (its `resume` is not loaded: see
+    /// [`Ledger::stored_resume`]).
+    pub fn get(&self, path: &str) -> Option<&ImportedFile> {
+        self.files.get(path)
+    }
+
+    /// Where a read of `path` continues, when its import left a point (an
+    /// older cache without the columns has none).
+    pub fn stored_resume(&self, path: &str) -> Option<StoredResume> {
+        self.conn
+            .query_row(
+                "SELECT resume_offset, resume_fingerprint, resume_state FROM imported_files WHERE path = ?1",
+                [path],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<i64>>(0)?,
+                        row.get::<_, Option<String>>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .ok()
+            .and_then(|columns| match columns {
+                (Some(offset), Some(fingerprint), Some(state)) if offset >= 0 => {
+                    Some(StoredResume {
+                        offset: offset as u64,
+                        fingerprint,
+                        state,
+                    })
+                }
+                _ => None,
+            })
+    }
+}
+
+/// `cache.db-wal` beside `cache.db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push("-wal");
+    db.with_file_name(name)
+}
+
+/// `path` for an SQLite `file:` URI, with the three characters a URI path
+/// cannot carry as they are (`%`, `?`, `#`) percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for ch in path.display().to_string().chars() {
+        match ch {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Open the cache read-only (`query_only` too), failing when it is absent.
@@ -384,6 +483,7 @@ mod tests {
             mtime_ns: 5,
             since_ms: since,
             until_ms: until,
+            resume: None,
         }
     }
 
@@ -410,15 +510,30 @@ mod tests {
         };
         assert_eq!(writer.insert(&[row.clone(), row]).unwrap(), 1);
         writer.mark_imported(&record(Some(1), None)).unwrap();
+        let resume = StoredResume {
+            offset: 7,
+            fingerprint: "f".into(),
+            state: "{}".into(),
+        };
+        writer
+            .mark_imported(&ImportedFile {
+                path: "/q".into(),
+                resume: Some(resume.clone()),
+                ..record(None, None)
+            })
+            .unwrap();
         writer.commit().unwrap();
-        let ledger = read_imported_files(&path);
+        let ledger = Ledger::read(&path).expect("a ledger");
         assert_eq!(ledger.get("/p"), Some(&record(Some(1), None)));
+        assert_eq!(ledger.stored_resume("/p"), None);
+        assert_eq!(ledger.stored_resume("/q"), Some(resume));
+        drop(ledger);
         use std::os::unix::fs::PermissionsExt;
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600, "the cache is private");
         assert_eq!(mode(&dir.path().join("cache/cache.db-wal")), 0o600);
         assert_eq!(mode(&dir.path().join("cache")), 0o700);
-        assert!(read_imported_files(&dir.path().join("absent.db")).is_empty());
+        assert!(Ledger::read(&dir.path().join("absent.db")).is_none());
     }
 
     #[test]

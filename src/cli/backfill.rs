@@ -46,8 +46,9 @@ Options:
       --json               Print one JSON document on stdout
   -h, --help               Print help
 
-Re-running is safe: rows already in the cache are skipped, and unchanged files under a
-covering window are not read again. SIGINT/SIGTERM commit what is parsed and exit 130/143.
+Re-running is safe: rows already in the cache are skipped, unchanged files under a
+covering window are not read again, and a file that grew is read from where the last
+import stopped. SIGINT/SIGTERM commit what is parsed and exit 130/143.
 ";
 
 /// Import local Claude Code and Codex history into the cache
@@ -446,6 +447,10 @@ fn human_report(run_id: &str, dry_run: bool, reports: &[ProviderReport]) -> Stri
         text.push_str(&format!(
             "    items_seen={}  sessions={}  rows_written={}  rows_skipped={}\n",
             report.items_seen, report.sessions_seen, report.rows_written, report.rows_skipped
+        ));
+        text.push_str(&format!(
+            "    files_seen={}  files_read={}  files_unchanged={}  bytes_read={}\n",
+            report.files_seen, report.files_read, report.files_unchanged, report.bytes_read
         ));
         if let Some(error) = &report.error {
             text.push_str(&format!("    error: {error}\n"));

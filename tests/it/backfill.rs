@@ -11,7 +11,7 @@ use crate::support::{TestEnv, wait_until};
 
 /// `shared/bench/gen_corpus.py` beside the checkout (`../shared` from the
 /// main checkout, `../../shared` from a worktree under `wt/`).
-fn corpus_generator() -> PathBuf {
+pub(crate) fn corpus_generator() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .skip(1)
@@ -22,7 +22,7 @@ fn corpus_generator() -> PathBuf {
 
 /// Generate a corpus with the shared generator; returns its directory and
 /// manifest, and points the env's Claude and Codex roots at it.
-fn generated_corpus(env: &mut TestEnv, extra: &[&str]) -> (PathBuf, Value) {
+pub(crate) fn generated_corpus(env: &mut TestEnv, extra: &[&str]) -> (PathBuf, Value) {
     let generator = corpus_generator();
     let out = env.root().join("corpus");
     let status = std::process::Command::new("python3")
@@ -45,14 +45,14 @@ fn generated_corpus(env: &mut TestEnv, extra: &[&str]) -> (PathBuf, Value) {
     (out, manifest)
 }
 
-fn expected_rows(manifest: &Value, provider: &str) -> u64 {
+pub(crate) fn expected_rows(manifest: &Value, provider: &str) -> u64 {
     manifest["providers"][provider]["expected_rows"]
         .as_u64()
         .expect("manifest has expected_rows")
 }
 
 /// `hyp query sql --json` rows.
-fn query(env: &TestEnv, sql: &str) -> Vec<Value> {
+pub(crate) fn query(env: &TestEnv, sql: &str) -> Vec<Value> {
     let run = env.hyp(["query", "sql", sql, "--json"]).assert_success();
     match run.stdout_json() {
         Value::Array(rows) => rows,
@@ -60,11 +60,11 @@ fn query(env: &TestEnv, sql: &str) -> Vec<Value> {
     }
 }
 
-fn count(env: &TestEnv, sql: &str) -> i64 {
+pub(crate) fn count(env: &TestEnv, sql: &str) -> i64 {
     query(env, sql)[0]["n"].as_i64().expect("a count")
 }
 
-fn provider<'a>(document: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn provider<'a>(document: &'a Value, name: &str) -> &'a Value {
     document["providers"]
         .as_array()
         .and_then(|providers| providers.iter().find(|entry| entry["provider"] == name))
@@ -376,7 +376,7 @@ fn the_codex_worked_example_reproduces_exactly() {
     assert!(rows[4]["attributes"].get("usage").is_none());
 }
 
-fn claude_line(session: &str, uuid: &str, timestamp: &str, text: &str) -> String {
+pub(crate) fn claude_line(session: &str, uuid: &str, timestamp: &str, text: &str) -> String {
     json!({"sessionId": session, "uuid": uuid, "type": "user", "cwd": "/nowhere/repo",
            "message": {"role": "user", "content": text}, "timestamp": timestamp})
     .to_string()
@@ -439,10 +439,12 @@ fn malformed_lines_are_skipped_and_counted_and_the_rest_lands() {
     let path = env.root().join("home/.claude/projects/p/m.jsonl");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, bytes).unwrap();
+    // The unterminated last line may still be being written: it waits,
+    // uncounted (see backfill_resume for how it lands once complete).
     let run = env
         .hyp(["backfill", "claude", "--retention-days", "0", "--json"])
         .assert_success()
-        .assert_stderr_contains("claude: skipped 3 malformed lines in 1 file");
+        .assert_stderr_contains("claude: skipped 2 malformed lines in 1 file");
     assert_eq!(provider(&run.stdout_json(), "claude")["rows_written"], 3);
     let texts: Vec<Value> = query(
         &env,
@@ -637,7 +639,7 @@ fn sessions_without_timestamps_use_the_file_mtime() {
     );
 }
 
-fn json_document(run_stdout: &[u8]) -> Value {
+pub(crate) fn json_document(run_stdout: &[u8]) -> Value {
     serde_json::from_slice(run_stdout).unwrap_or_else(|err| {
         panic!(
             "stdout is not one JSON document ({err}): {}",
@@ -647,7 +649,7 @@ fn json_document(run_stdout: &[u8]) -> Value {
 }
 
 /// Start a long import, signal it once the cache exists, return the output.
-fn interrupted_run(env: &TestEnv, signal: i32) -> std::process::Output {
+pub(crate) fn interrupted_run(env: &TestEnv, signal: i32) -> std::process::Output {
     let child = env
         .command(["backfill", "claude", "--json"])
         .stdout(Stdio::piped())

@@ -4,6 +4,7 @@
 
 mod actions;
 mod backfill;
+mod backfill_resume;
 mod cli;
 mod config;
 mod control;
