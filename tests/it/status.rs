@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::support::{TestEnv, list_tree};
 
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "schema_version",
     "overall",
     "config",
