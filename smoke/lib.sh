@@ -98,13 +98,40 @@ CENTRAL_URL=
 DAEMON_PID=
 
 # start_central: run the fake central on an ephemeral port; sets CENTRAL_URL.
+# Rows it stores land in $CENTRAL_DATA/ingest/proxy.ndjson.
+CENTRAL_DATA=$SMOKE_ROOT/central-data
 start_central() {
   "$FAKE_CENTRAL_BIN" --url-file "$SMOKE_ROOT/central.url" --token smoke-token \
-    >"$SMOKE_ROOT/central.log" 2>&1 &
+    --data-dir "$CENTRAL_DATA" >"$SMOKE_ROOT/central.log" 2>&1 &
   SMOKE_PIDS+=($!)
   wait_for 10 "the fake central to listen" test -s "$SMOKE_ROOT/central.url"
   CENTRAL_URL=$(cat "$SMOKE_ROOT/central.url")
 }
+
+# central_rows: rows central stored (every stored copy counted).
+central_rows() {
+  curl -fsS "$CENTRAL_URL/_admin/ingest" | json_get - "d['stored_rows']"
+}
+
+# central_distinct: distinct part_ids among the rows central stored.
+central_distinct() {
+  python3 -c 'import json,sys; print(len({json.loads(l)["part_id"] for l in open(sys.argv[1]) if l.strip()}))' \
+    "$CENTRAL_DATA/ingest/proxy.ndjson" 2>/dev/null || echo 0
+}
+
+# central_has ROWS: central stored exactly ROWS rows, all distinct.
+central_has() {
+  [ "$(central_rows)" = "$1" ] && [ "$(central_distinct)" = "$1" ]
+}
+
+# central_batches: chunks central stored.
+central_batches() {
+  curl -fsS "$CENTRAL_URL/_admin/ingest" | json_get - "d['stored_batches']"
+}
+central_batches_above() { [ "$(central_batches)" -gt "$1" ]; }
+
+# cache_total: rows in the cache.
+cache_total() { cache_count "SELECT count(*) FROM ai_gateway_messages"; }
 
 # admin METHOD PATH [JSON]: call the fake central's admin API.
 admin() {
@@ -200,4 +227,22 @@ assert_eq() {
 # no_backfill_children: no `hyp backfill` process of this flow is alive.
 no_backfill_children() {
   ! pgrep -f "$HYP_BIN backfill" >/dev/null
+}
+
+# new_session NAME LINES: a new Claude Code session of LINES lines (one row
+# each) in the generated history, stamped now.
+new_session() {
+  python3 - "$SMOKE_ROOT/corpus/claude/projects/-smoke-live" "$1" "$2" <<'PY'
+import json, os, sys, time
+folder, name, lines = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.makedirs(folder, exist_ok=True)
+now = time.time()
+with open(os.path.join(folder, name + ".jsonl"), "a") as out:
+    for i in range(lines):
+        role = "user" if i % 2 == 0 else "assistant"
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + i)) + ".000Z"
+        out.write(json.dumps({"sessionId": name, "uuid": f"{name}-{i}", "type": role,
+                              "cwd": "/smoke/live", "timestamp": ts,
+                              "message": {"role": role, "content": [{"type": "text", "text": f"live line {i}"}]}}) + "\n")
+PY
 }

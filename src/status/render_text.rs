@@ -307,16 +307,13 @@ fn capture(out: &mut String, report: &StatusReport) {
     };
     let _ = writeln!(out, "  capture:");
     let now = jiff::Timestamp::now();
-    let relative = |at: &Option<String>| {
+    let span = |at: &Option<String>, sign: i64| {
         let at = at.as_deref().and_then(crate::time::parse_iso)?;
-        let secs = at.as_second() - now.as_second();
-        let span = units::duration(std::time::Duration::from_secs(secs.unsigned_abs()));
-        Some(if secs >= 0 {
-            format!("in {span}")
-        } else {
-            format!("{span} ago")
-        })
+        let secs = ((at.as_second() - now.as_second()) * sign).max(0) as u64;
+        Some(units::duration(std::time::Duration::from_secs(secs)))
     };
+    let ago = |at: &Option<String>| span(at, -1).map(|span| format!("{span} ago"));
+    let until = |at: &Option<String>| span(at, 1).map(|span| format!("in {span}"));
     for (provider, row) in rows {
         let mut line = format!("    - {}: ", label(provider));
         if !row.enabled {
@@ -331,13 +328,13 @@ fn capture(out: &mut String, report: &StatusReport) {
         if let Some(waiting) = &row.waiting_for {
             line.push_str(&format!(", waiting: {}", error_text(waiting)));
         }
-        if let Some(ago) = relative(&row.last_sweep_at) {
+        if let Some(ago) = ago(&row.last_sweep_at) {
             line.push_str(&format!(
                 ", last sweep {ago} ({})",
                 units::counted(row.last_sweep_rows.unwrap_or(0), "row", "rows")
             ));
         }
-        match relative(&row.next_sweep_at) {
+        match until(&row.next_sweep_at) {
             Some(next) => line.push_str(&format!(", next {next}")),
             None => line.push_str(", no sweep until the daemon runs"),
         }
