@@ -5,7 +5,8 @@
 # SQLite alone copying them (bench/sqlite_floor.py); plus the re-run on the
 # unchanged corpus, the CPU of a capture sweep over it (bench/child_cpu.py),
 # and 1 MiB appended to a 50 MB session, continued and read whole
-# (bench/append.py). Prints figures and target lines;
+# (bench/append.py); and the export of the large claude cache to a fake
+# central. Prints figures and target lines;
 # never fails on a missed target (timing is a measurement, not a test).
 set -euo pipefail
 
@@ -59,6 +60,30 @@ measure() {
 
 verdict() { python3 -c "print('ok' if $1 <= $2 else 'MISSED')"; }
 
+# export_to_central: `hyp sync --yes` of the cache as it is (the large
+# claude import) to a fake central on 127.0.0.1 that validates and stores
+# every line: rows/s, MB/s of request bodies, wall, CPU and peak RSS of the
+# exporting process.
+export_to_central() {
+  local central_bin="$here/target/release/hyp-fake-central" url central_pid cpu
+  "$central_bin" --url-file "$work/central.url" --token bench-token --data-dir "$work/central" \
+    >"$work/central.log" 2>&1 &
+  central_pid=$!
+  for _ in $(seq 200); do [ -s "$work/central.url" ] && break; sleep 0.05; done
+  url=$(cat "$work/central.url")
+  "$hyp" join "$url" bench-token --no-daemon >/dev/null 2>&1
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time.txt" "$hyp" sync --yes --json >"$work/stdout.json" 2>"$work/stderr.txt"
+  read -r wall rss user sys <"$work/time.txt"
+  cpu=$(python3 -c "print(round($user+$sys,2))")
+  read -r sent bytes < <(python3 -c "import json; s=json.load(open('$work/stdout.json'))['sinks'][0]; print(s['rows_sent'], s['bytes_sent'])")
+  printf '%-28s %10s %10.0f %9.1f %9.2f %7.1f MB\n' "claude export to central" "$sent" \
+    "$(python3 -c "print($sent/max($wall,0.001))")" "$(python3 -c "print($bytes/1048576/max($wall,0.001))")" "$wall" \
+    "$(python3 -c "print($rss/1024)")"
+  summary+=("claude export: $sent rows, $(python3 -c "print(round($bytes/1048576))") MiB of NDJSON in ${wall} s (target <= 5 s) $(verdict "$wall" 5), ${cpu} s CPU in hyp; peak RSS $(python3 -c "print(round($rss/1024,1))") MB (target <= 32 MiB) $(verdict "$rss" 32768)")
+  kill -TERM "$central_pid" 2>/dev/null; wait "$central_pid" 2>/dev/null || true
+  "$hyp" leave >/dev/null 2>&1 || true
+}
+
 printf '%-28s %10s %10s %9s %9s %10s\n' "run" "rows" "rows/s" "MB/s" "wall s" "peak RSS"
 declare -A targets=([claude]=2.5 [codex]=1.7)
 summary=()
@@ -86,6 +111,7 @@ for provider in claude codex; do
     "$(python3 -c "print($sqlite_rows/max($sqlite_wall,0.001))")" "-" "$sqlite_wall" "-"
   summary+=("$provider large: ${wall} s (target <= ${targets[$provider]} s) $(verdict "$wall" "${targets[$provider]}"); writing the prebuilt rows alone: ${floor_wall} s, SQLite alone: ${sqlite_wall} s")
   summary+=("$provider peak RSS: $(python3 -c "print(round($rss/1024,1))") MB (target <= 100 MB) $(verdict "$rss" 102400)")
+  if [ "$provider" = claude ]; then export_to_central; fi
 done
 measure rerun "$hyp" backfill claude codex --json
 printf '%-28s %10s %10s %9s %9.2f %7.1f MB\n' "re-run (unchanged corpus)" \
