@@ -50,30 +50,29 @@ impl fmt::Display for ChildOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ChildOutcome::Exited(code) => write!(f, "exited with code {code}"),
-            ChildOutcome::Signalled(signal) => {
-                write!(
-                    f,
-                    "exited with code null (killed by {})",
-                    signal_name(*signal)
-                )
-            }
+            ChildOutcome::Signalled(signal) => match signal_name(*signal) {
+                Some(name) => write!(f, "killed by signal {signal} ({name})"),
+                None => write!(f, "killed by signal {signal}"),
+            },
             ChildOutcome::SpawnFailed(err) => write!(f, "spawn failed: {err}"),
             ChildOutcome::Cancelled => write!(f, "interrupted by daemon shutdown"),
         }
     }
 }
 
-fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGKILL => "SIGKILL".into(),
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGABRT => "SIGABRT".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        libc::SIGPIPE => "SIGPIPE".into(),
-        other => format!("signal {other}"),
-    }
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGINT => "SIGINT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGQUIT => "SIGQUIT",
+        _ => return None,
+    })
 }
 
 /// The receiving side of shutdown: it fires (disconnects) once, for every
@@ -517,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn a_signal_killed_child_reads_code_null() {
+    fn a_signal_killed_child_names_the_signal() {
         let dir = tempfile::tempdir().unwrap();
         let run = run(
             &spec(dir.path(), script(dir.path(), "child", "kill -9 $$")),
@@ -525,10 +524,7 @@ mod tests {
             &|_| {},
         );
         assert!(matches!(run.outcome, ChildOutcome::Signalled(9)));
-        assert_eq!(
-            run.outcome.to_string(),
-            "exited with code null (killed by SIGKILL)"
-        );
+        assert_eq!(run.outcome.to_string(), "killed by signal 9 (SIGKILL)");
     }
 
     #[test]

@@ -306,12 +306,12 @@ fn a_missing_provider_fails_without_spawning() {
 
 // 87
 #[test]
-fn a_signal_killed_child_fails_with_code_null() {
+fn a_signal_killed_child_fails_naming_the_signal() {
     let fixture = Fixture::new();
     let handler = fixture.handler(fixture.fake_hyp("kill -9 $$"));
     let reason = perform(&handler, claude_params()).reason.unwrap();
     assert!(
-        reason.starts_with("hyp backfill exited with code null"),
+        reason.starts_with("hyp backfill killed by signal 9 (SIGKILL)"),
         "{reason}"
     );
 }
