@@ -47,7 +47,8 @@ url=$(cat "$work/url")
 "$static" daemon run >"$work/daemon.out" 2>&1 &
 daemon_pid=$!
 wait_for 10 "$hyp" daemon status
-wait_for 10 grep -q '"http_status":404' "$log"
+# The first poll waits for this host's splay offset (up to 300 s / 20).
+wait_for 60 grep -q '"http_status":404' "$log"
 rss_boot=$(rss_kb "$daemon_pid")
 
 doc="{\"version\":2,\"plugins\":[{\"name\":\"@hypaware/central\"},{\"name\":\"@hypaware/claude\"},{\"name\":\"@hypaware/codex\"}],

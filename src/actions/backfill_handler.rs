@@ -222,15 +222,18 @@ impl Handler for BackfillHandler {
 
 /// Whether the cache a `done` marker filled is still the cache (see
 /// [`BackfillHandler::is_current`]); `hyp status` asks the same question.
+/// Never while the cache is missing, emptied, damaged or another program's
+/// database; else by generation (a marker that predates generations, or a
+/// cache whose generation cannot be read, counts as current).
 pub fn imported_into_current_cache(paths: &Paths, marker: &Marker) -> bool {
+    let db = paths.cache_db();
+    if !crate::cache::health::probe(&db).is_sound() {
+        return false;
+    }
     let Some(recorded) = marker.get(CACHE_GENERATION).and_then(Value::as_str) else {
         return true;
     };
-    let db = paths.cache_db();
-    match crate::cache::read_generation(&db) {
-        Some(current) => current == recorded,
-        None => db.exists(),
-    }
+    crate::cache::read_generation(&db).is_none_or(|current| current == recorded)
 }
 
 /// `sum(providers[].rows_written)` of the child's `--json` document; `None`

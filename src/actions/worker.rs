@@ -48,6 +48,9 @@ use crate::time::iso_ms;
 
 /// How long an interrupted child gets between SIGTERM and SIGKILL (scaled).
 const CHILD_GRACE_SECS: u64 = 10;
+/// The longest the worker goes without a pass while units are wanted
+/// (scaled): the periodic look that notices a cache gone while idle.
+const WATCH_SECS: u64 = 300;
 
 /// What the worker needs from the daemon.
 pub struct WorkerContext {
@@ -155,6 +158,7 @@ impl WorkerHandle {
             cancel,
             queue: OpQueue::default(),
             retry_at: None,
+            watch: setup.time_scale.secs(WATCH_SECS),
             capture,
             exports: setup.exports,
             stats: Arc::clone(&stats),
@@ -217,6 +221,8 @@ struct WorkerActor {
     cancel: Cancel,
     queue: OpQueue,
     retry_at: Option<Instant>,
+    /// See [`WATCH_SECS`].
+    watch: Duration,
     capture: Capture,
     exports: Option<Sender<ExportRequest>>,
     stats: Arc<WorkerStats>,
@@ -297,10 +303,17 @@ impl WorkerActor {
         self.capture.refresh(&config);
         match outcome {
             Ok(Ok(report)) => {
-                event_log::info(
-                    "daemon.reconcile_pass",
-                    json!({"hyp_reason": reason_name, "results": report.results.len(), "cancelled": report.cancelled}),
-                );
+                let fields = json!({"hyp_reason": reason_name, "results": report.results.len(), "cancelled": report.cancelled});
+                // The periodic look that changes nothing stays out of the log.
+                if report
+                    .results
+                    .iter()
+                    .all(|result| result.outcome == UnitOutcome::Skipped)
+                {
+                    event_log::debug("daemon.reconcile_pass", fields);
+                } else {
+                    event_log::info("daemon.reconcile_pass", fields);
+                }
                 self.arm_retry(&report);
                 if committed_rows(&report) {
                     self.rows_committed();
@@ -318,9 +331,12 @@ impl WorkerActor {
     }
 
     /// One timer for the earliest `next_attempt` (already scaled when it
-    /// was written, so the wait is plain wall-clock time).
+    /// was written, so the wait is plain wall-clock time), and at most
+    /// [`WATCH_SECS`] away while the config wants any unit: a cache deleted,
+    /// emptied or replaced while the daemon idles makes a `done` import
+    /// stale, and the next pass imports again.
     fn arm_retry(&mut self, report: &PassReport) {
-        self.retry_at = report.next_retry.map(|next| {
+        let retry = report.next_retry.map(|next| {
             let wait_ms = next
                 .as_millisecond()
                 .saturating_sub((self.clock)().as_millisecond())
@@ -331,6 +347,11 @@ impl WorkerActor {
             );
             Instant::now() + Duration::from_millis(wait_ms as u64)
         });
+        let watch = (!report.results.is_empty()).then(|| Instant::now() + self.watch);
+        self.retry_at = match (retry, watch) {
+            (Some(retry), Some(watch)) => Some(retry.min(watch)),
+            (retry, watch) => retry.or(watch),
+        };
     }
 }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
+pub mod health;
 pub mod query;
 pub mod repair;
 pub mod schema;
@@ -66,6 +67,11 @@ pub enum CacheError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file is another program's database (found at open; moved aside).
+    Foreign {
+        path: PathBuf,
+        detail: String,
+    },
 }
 
 impl CacheError {
@@ -101,6 +107,9 @@ impl fmt::Display for CacheError {
                 "the cache {} is damaged and cannot be moved aside ({source}): move it away by hand, then run 'hyp backfill' to rebuild it from history",
                 path.display()
             ),
+            CacheError::Foreign { path, detail } => {
+                write!(f, "{} is not a hyp cache: {detail}", path.display())
+            }
             CacheError::WriteRefused => write!(
                 f,
                 "refusing a statement that writes: the cache is read-only here (query it with SELECT; hyp backfill is what writes it)"

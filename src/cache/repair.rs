@@ -1,4 +1,5 @@
-//! A damaged cache is set aside, never patched and never deleted.
+//! A damaged cache, or another program's database in its place, is set
+//! aside, never patched and never deleted.
 //!
 //! The cache is derived data: every row comes from a history file that is
 //! still on disk (or was, when it was imported). So when SQLite says the
@@ -34,7 +35,25 @@ pub fn set_aside_if_damaged(db: &Path) -> io::Result<Option<PathBuf>> {
     if !db.exists() || !is_damaged(db) {
         return Ok(None);
     }
-    let aside = aside_path(db);
+    move_aside(db, "damaged").map(Some)
+}
+
+/// Move the file at `db` aside if it is still another program's database
+/// (its `ai_gateway_messages` has other columns): `cache.db.foreign-<stamp>`.
+pub fn set_aside_if_foreign(db: &Path) -> io::Result<Option<PathBuf>> {
+    let _lock = crate::statefile::lock_exclusive(&db.with_file_name("repair.lock"))?;
+    if !matches!(
+        super::health::probe(db),
+        super::health::CacheHealth::Foreign { .. }
+    ) {
+        return Ok(None);
+    }
+    move_aside(db, "foreign").map(Some)
+}
+
+/// Rename `db` and its `-wal`/`-shm` to `<db>.<label>-<stamp>`.
+fn move_aside(db: &Path, label: &str) -> io::Result<PathBuf> {
+    let aside = aside_path(db, label);
     for suffix in ["-wal", "-shm"] {
         let companion = with_suffix(db, suffix);
         if companion.exists() {
@@ -42,7 +61,7 @@ pub fn set_aside_if_damaged(db: &Path) -> io::Result<Option<PathBuf>> {
         }
     }
     std::fs::rename(db, &aside)?;
-    Ok(Some(aside))
+    Ok(aside)
 }
 
 /// A fresh read-only look: the header, the schema, and a quick check of
@@ -60,13 +79,13 @@ fn is_damaged(db: &Path) -> bool {
     }
 }
 
-/// `cache.db.damaged-20261130T014500Z`, with `-2`, `-3`... when a file of
-/// that name already exists.
-fn aside_path(db: &Path) -> PathBuf {
+/// `cache.db.damaged-20261130T014500Z` (or `.foreign-`), with `-2`, `-3`...
+/// when a file of that name already exists.
+fn aside_path(db: &Path, label: &str) -> PathBuf {
     let stamp = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string();
-    let first = with_suffix(db, &format!(".damaged-{stamp}"));
+    let first = with_suffix(db, &format!(".{label}-{stamp}"));
     let mut candidate = first.clone();
     let mut counter = 2;
     while candidate.exists() {

@@ -163,20 +163,18 @@ impl CacheWriter {
     /// ([`super::repair`]); [`CacheWriter::set_aside`] then says where the
     /// old one went.
     pub fn open(path: &Path) -> Result<CacheWriter, CacheError> {
-        match CacheWriter::open_once(path) {
-            Err(err) if err.is_damage() => {
-                let aside = super::repair::set_aside_if_damaged(path).map_err(|source| {
-                    CacheError::SetAside {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })?;
-                let mut writer = CacheWriter::open_once(path)?;
-                writer.set_aside = aside;
-                Ok(writer)
-            }
-            opened => opened,
-        }
+        let set_aside = match CacheWriter::open_once(path) {
+            Err(err) if err.is_damage() => super::repair::set_aside_if_damaged(path),
+            Err(CacheError::Foreign { .. }) => super::repair::set_aside_if_foreign(path),
+            opened => return opened,
+        };
+        let aside = set_aside.map_err(|source| CacheError::SetAside {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut writer = CacheWriter::open_once(path)?;
+        writer.set_aside = aside;
+        Ok(writer)
     }
 
     /// Where a damaged cache found by [`CacheWriter::open`] was moved.
@@ -191,16 +189,10 @@ impl CacheWriter {
                 source,
             })?;
         }
-        let created = create_private_file(path).map_err(|source| CacheError::Create {
+        create_private_file(path).map_err(|source| CacheError::Create {
             path: path.to_path_buf(),
             source,
         })?;
-        if created || super::read_generation(path).is_none() {
-            super::write_new_generation(path).map_err(|source| CacheError::Create {
-                path: super::generation_path(path),
-                source,
-            })?;
-        }
         let open_err = |source| CacheError::Open {
             path: path.to_path_buf(),
             source,
@@ -222,6 +214,26 @@ impl CacheWriter {
             "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=0;",
         )
         .map_err(open_err)?;
+        // A cache whose table is new gets a new generation, before the
+        // table exists (a crash in between only makes another one): a
+        // `done` import then knows its rows are gone, whether the file was
+        // created, deleted, or emptied by hand.
+        let columns = table_columns(&conn).map_err(open_err)?;
+        if let Some(detail) = (!columns.is_empty())
+            .then(|| super::health::foreign_columns(&columns))
+            .flatten()
+        {
+            return Err(CacheError::Foreign {
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
+        if columns.is_empty() || super::read_generation(path).is_none() {
+            super::write_new_generation(path).map_err(|source| CacheError::Create {
+                path: super::generation_path(path),
+                source,
+            })?;
+        }
         conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}", create_statements()))
             .and_then(|()| add_missing_columns(&conn))
             .and_then(|()| conn.execute_batch("COMMIT"))
@@ -330,6 +342,14 @@ fn create_private_file(path: &Path) -> std::io::Result<bool> {
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// The columns of `ai_gateway_messages` (none when the table is absent).
+fn table_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement =
+        conn.prepare("SELECT name FROM pragma_table_info('ai_gateway_messages')")?;
+    let columns = statement.query_map([], |row| row.get::<_, String>(0))?;
+    columns.collect()
 }
 
 /// The `imported_files` ledger, read without opening the cache for writing

@@ -379,6 +379,7 @@ fn cache_summary(
     if let Some(note) = set_aside_copies(&paths.cache_dir()) {
         diagnostics.push(note);
     }
+    stale_imports(paths, effective, diagnostics);
     let retention_days = if retention_days.fract() == 0.0 && retention_days <= u64::MAX as f64 {
         Value::from(retention_days as u64)
     } else {
@@ -394,6 +395,44 @@ fn cache_summary(
     }
 }
 
+/// On a joined host, a cache that is missing, emptied, damaged or another
+/// program's database while the markers say its import is done: the host
+/// no longer holds what it reports, so `overall` degrades until the daemon
+/// has imported again (it looks every few minutes).
+fn stale_imports(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Diagnostic>) {
+    if !effective.has_central_layer {
+        return;
+    }
+    let health = crate::cache::health::probe(&paths.cache_db());
+    if health.is_sound() {
+        return;
+    }
+    let markers = crate::actions::store::MarkerStore::new(paths).read_lenient();
+    let imported = markers
+        .keys(crate::actions::backfill_handler::KIND)
+        .iter()
+        .any(|key| {
+            markers
+                .marker(crate::actions::backfill_handler::KIND, key)
+                .and_then(|marker| marker.get("status"))
+                .and_then(Value::as_str)
+                == Some("done")
+        });
+    if imported {
+        diagnostics.push(Diagnostic::error(
+            health.kind(),
+            format!(
+                "{health} at {}, though backfill says its import is done: the daemon imports the history again by itself",
+                paths.cache_db().display()
+            ),
+            &[
+                "wait for the daemon's next look (a few minutes), or run 'hyp backfill' now",
+                "hyp daemon start   (if no daemon runs)",
+            ],
+        ));
+    }
+}
+
 /// A warning naming the damaged caches a backfill moved aside
 /// ([`crate::cache::repair`]), which stay until a person removes them.
 fn set_aside_copies(cache_dir: &Path) -> Option<Diagnostic> {
@@ -402,7 +441,7 @@ fn set_aside_copies(cache_dir: &Path) -> Option<Diagnostic> {
     for entry in fs::read_dir(cache_dir).ok()?.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with("cache.db.damaged-") {
+        if !name.starts_with("cache.db.damaged-") && !name.starts_with("cache.db.foreign-") {
             continue;
         }
         bytes += entry.metadata().map(|meta| meta.len()).unwrap_or(0);
@@ -414,14 +453,14 @@ fn set_aside_copies(cache_dir: &Path) -> Option<Diagnostic> {
         Diagnostic::warning(
             "cache_damaged_copies",
             format!(
-                "{copies} damaged cache file{} ({bytes} bytes) set aside in {}: a new cache holds only what was imported since; they are kept only for recovery",
+                "{copies} damaged or foreign cache file{} ({bytes} bytes) set aside in {}: a new cache holds only what was imported since; they are kept only for recovery",
                 if copies == 1 { "" } else { "s" },
                 cache_dir.display()
             ),
             &[
                 "hyp backfill   (re-imports every configured provider's history)",
                 &format!(
-                    "rm {}/cache.db.damaged-*   (once no longer needed)",
+                    "rm {0}/cache.db.damaged-* {0}/cache.db.foreign-*   (once no longer needed)",
                     cache_dir.display()
                 ),
             ],

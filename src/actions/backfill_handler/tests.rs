@@ -339,6 +339,11 @@ fn through_the_reconciler_fail_then_done_then_skip() {
             .unwrap()
     };
     let store = MarkerStore::new(&fixture.paths);
+    // The cache the (fake) backfill fills: a done import holds while it does.
+    crate::cache::writer::CacheWriter::open(&fixture.paths.cache_db())
+        .unwrap()
+        .finish()
+        .unwrap();
 
     let first = pass();
     assert_eq!(first.results[0].outcome.name(), "failed");
@@ -361,9 +366,11 @@ fn through_the_reconciler_fail_then_done_then_skip() {
     let third = pass();
     assert_eq!(third.results[0].outcome.name(), "skipped");
     assert_eq!(fixture.calls(), 2);
+    let generation = crate::cache::read_generation(&fixture.paths.cache_db()).unwrap();
     assert_eq!(
         store.read().unwrap().as_value()["backfill"]["@hypaware/claude"],
-        json!({"status": "done", "request_key": "@hypaware/claude", "at": T0, "rows": 42})
+        json!({"status": "done", "request_key": "@hypaware/claude", "at": T0, "rows": 42,
+               "cache_generation": generation})
     );
 }
 
@@ -393,8 +400,10 @@ fn a_done_marker_names_the_cache_generation_and_holds_only_while_it_does() {
         Outcome::done(Some(1234))
     );
 
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    std::fs::write(&db, b"").unwrap();
+    crate::cache::writer::CacheWriter::open(&db)
+        .unwrap()
+        .finish()
+        .unwrap();
     std::fs::write(&generation, "g1\n").unwrap();
     let done = perform(&handler, claude_params());
     assert_eq!(done.detail.get(CACHE_GENERATION), Some(&json!("g1")));
@@ -414,9 +423,19 @@ fn a_done_marker_names_the_cache_generation_and_holds_only_while_it_does() {
         current(json!({"status": "done", "cache_generation": "g1"})),
         "unreadable: keep"
     );
+    std::fs::write(&generation, "g1\n").unwrap();
+    std::fs::write(&db, b"").unwrap();
+    assert!(
+        !current(json!({"status": "done", "cache_generation": "g1"})),
+        "an emptied cache"
+    );
     std::fs::remove_file(&db).unwrap();
     assert!(
         !current(json!({"status": "done", "cache_generation": "g1"})),
-        "no cache at all"
+        "no cache at all, though its generation file stayed"
+    );
+    assert!(
+        !current(json!({"status": "done"})),
+        "no cache: not even a marker from before generations holds"
     );
 }
