@@ -84,9 +84,15 @@ pub fn collect(paths: &Paths, config: &EffectiveConfig) -> Option<Vec<ActionRow>
             && row.kind == BACKFILL
             && !backfill_handler::imported_into_current_cache(paths, marker)
         {
+            let health = crate::cache::health::probe(&paths.cache_db());
+            let what = if health.is_sound() {
+                "the cache was replaced since this import".to_string()
+            } else {
+                health.to_string()
+            };
             row.state = RowState::Pending;
             row.reason = Some(format!(
-                "the cache was replaced since this import ({} rows at {}): the daemon imports again at its next pass",
+                "{what} ({} rows at {}): the daemon imports again at its next pass",
                 row.rows.map_or("?".to_string(), |rows| rows.to_string()),
                 row.at.as_deref().unwrap_or("?")
             ));

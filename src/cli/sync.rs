@@ -65,7 +65,7 @@ pub fn run(args: SyncArgs) -> Result<Code, CliError> {
             "this machine is not joined, so there is nowhere to send rows: run 'hyp join <url> <token>' first",
         ));
     }
-    let (sinks, mut reports) = select_instances(&config, args.instance.as_deref())?;
+    let (sinks, mut reports) = select_instances(&paths, &config, args.instance.as_deref())?;
     let attended = !args.scheduled && std::io::stdin().is_terminal();
     if !args.dry_run && !args.yes && !args.scheduled && !attended {
         return Err(CliError::usage(
@@ -115,13 +115,14 @@ pub fn run(args: SyncArgs) -> Result<Code, CliError> {
 /// whose config cannot be used is a failed report, not an error, so the
 /// others still export.
 fn select_instances(
+    paths: &Paths,
     config: &crate::config::EffectiveConfig,
     wanted: Option<&str>,
 ) -> Result<(Vec<CentralSink>, Vec<InstanceReport>), CliError> {
     let mut sinks = Vec::new();
     let mut reports = Vec::new();
     let mut names = Vec::new();
-    for parsed in sink::instances(config) {
+    for parsed in sink::instances(paths, config) {
         match parsed {
             Ok(sink) => {
                 names.push(sink.name.clone());

@@ -245,6 +245,16 @@ impl Credential {
                 json!({"component": "central", "source": source.name(), "gateway_id": identity.gateway_id}),
             );
         }
+        let on_disk = statefile::read::<Identity>(&self.paths.identity());
+        if source == IdentitySource::Loaded && !matches!(on_disk, StateRead::Ok(_)) {
+            // Removed or damaged while we hold it: write it back rather
+            // than leave the next process without a credential.
+            persist(&self.paths, &identity)?;
+            event_log::warn(
+                "central.identity_restored",
+                json!({"component": "central", "gateway_id": identity.gateway_id}),
+            );
+        }
         let jwt = identity.jwt.clone();
         self.held = Some(identity);
         Ok(jwt)

@@ -77,6 +77,26 @@ pub fn central_sinks(document: &Value) -> Vec<Result<CentralSink, SinkError>> {
         .collect()
 }
 
+/// `sink` with the join token of the seed when it carries none itself and
+/// the seed joined the same URL: a served fleet config names the server
+/// but not this machine's token, and without it a lost `identity.json`
+/// could never be bootstrapped again.
+pub fn with_seed_token(paths: &crate::paths::Paths, mut sink: CentralSink) -> CentralSink {
+    if sink.bootstrap_token.is_some() {
+        return sink;
+    }
+    let seed = crate::statefile::read_value(&paths.seed()).ok();
+    let from_seed = seed
+        .as_ref()
+        .map(central_sinks)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .find(|seeded| seeded.url == sink.url && seeded.bootstrap_token.is_some());
+    sink.bootstrap_token = from_seed.and_then(|seeded| seeded.bootstrap_token);
+    sink
+}
+
 /// `(name, sink)` for every sink whose `plugin` is the central plugin.
 fn central_sink_entries(document: &Value) -> impl Iterator<Item = (&String, &Value)> {
     document

@@ -180,7 +180,7 @@ impl ExporterActor {
     fn export_due(&mut self) {
         let config = crate::config::load_effective(&self.setup.paths);
         let now = Timestamp::now();
-        for instance in sink::instances(&config) {
+        for instance in sink::instances(&self.setup.paths, &config) {
             if self.cancel.is_cancelled() {
                 return;
             }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::actions::rows::ActionRow;
 use crate::config::{self, EffectiveConfig, catalog};
+use crate::control::engine;
 use crate::paths::Paths;
 use crate::statefile::{self, StateRead};
 use crate::status::report::{
@@ -194,6 +195,47 @@ fn sink_rows(
         .collect()
 }
 
+/// On a joined host, a missing or unreadable `identity.json`: nothing can
+/// be polled or sent until the daemon enrols again (it does, from the join
+/// token, when there is one).
+fn identity(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Diagnostic>) {
+    if !effective.has_central_layer {
+        return;
+    }
+    let path = paths.identity();
+    let (kind, problem) = match statefile::read::<crate::control::identity::Identity>(&path) {
+        StateRead::Ok(_) => return,
+        StateRead::Missing => (
+            "identity_missing",
+            "this machine has no central credential yet".to_string(),
+        ),
+        other => (
+            "identity_unreadable",
+            other
+                .problem(&path)
+                .unwrap_or_else(|| format!("{} is not an identity", path.display())),
+        ),
+    };
+    let has_token = engine::central_layer_document(paths)
+        .and_then(|document| crate::control::sink::first_central_sink(&document).ok())
+        .map(|sink| crate::control::sink::with_seed_token(paths, sink))
+        .is_some_and(|sink| sink.bootstrap_token.is_some());
+    let diagnostic = if has_token {
+        Diagnostic::error(
+            kind,
+            format!("{problem}: the daemon enrols again with the join token at its next poll"),
+            &["hyp daemon start   (if no daemon runs)"],
+        )
+    } else {
+        Diagnostic::error(
+            kind,
+            format!("{problem}, and no join token is left to enrol with"),
+            &["hyp join <url> <token>"],
+        )
+    };
+    diagnostics.push(diagnostic);
+}
+
 /// A usage-policy file that cannot be read stops every export (fail closed).
 fn usage_policy(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Diagnostic>) {
     if !effective.has_central_layer {
@@ -331,13 +373,16 @@ fn daemon_summary(
         ));
     }
     if !running && (effective.has_central_layer || installed) {
-        diagnostics.push(Diagnostic::warning(
-            "daemon_not_running",
-            "the daemon is not running: central config is not polled and client actions do not run"
-                .to_string(),
-            &["hyp daemon start", "hyp daemon run"],
-        ));
+        let message = "the daemon is not running: central config is not polled, history is not captured and nothing reaches central".to_string();
+        let repair = ["hyp daemon start", "hyp daemon run"];
+        // A joined host without its daemon has stopped working for the fleet.
+        diagnostics.push(if effective.has_central_layer {
+            Diagnostic::error("daemon_not_running", message, &repair)
+        } else {
+            Diagnostic::warning("daemon_not_running", message, &repair)
+        });
     }
+    identity(paths, effective, diagnostics);
     DaemonSummary {
         installed,
         running,

@@ -48,6 +48,8 @@ fn nothing_applies_on_a_fresh_host() {
 #[test]
 fn list_shows_markers_as_rows() {
     let env = TestEnv::new();
+    // A done import holds while its cache is there and sound.
+    env.hyp(["backfill", "claude", "--json"]).assert_success();
     write_store(&env, &sample_markers());
     let rows = env
         .hyp(["actions", "list", "--json"])
