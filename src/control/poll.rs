@@ -186,7 +186,7 @@ impl Poller {
     /// A poller for the first central sink of the central layer.
     pub fn new(paths: &Paths, time_scale: TimeScale) -> Result<Poller, SinkError> {
         let document = engine::central_layer_document(paths).ok_or(SinkError::NoCentralSink)?;
-        let sink = sink::with_seed_token(paths, sink::first_central_sink(&document)?);
+        let sink = sink::with_join_token(paths, sink::first_central_sink(&document)?);
         Ok(Poller {
             paths: paths.clone(),
             time_scale,

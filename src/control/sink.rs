@@ -77,23 +77,27 @@ pub fn central_sinks(document: &Value) -> Vec<Result<CentralSink, SinkError>> {
         .collect()
 }
 
-/// `sink` with the join token of the seed when it carries none itself and
-/// the seed joined the same URL: a served fleet config names the server
-/// but not this machine's token, and without it a lost `identity.json`
-/// could never be bootstrapped again.
-pub fn with_seed_token(paths: &crate::paths::Paths, mut sink: CentralSink) -> CentralSink {
+/// `sink` with this machine's join token when its config carries none: a
+/// served fleet config names the server but not the token, and without it
+/// a lost `identity.json` could never be bootstrapped again. The token is
+/// looked for where `hyp join` left it for the same URL: the seed, or (once
+/// the first apply retired the seed into it) a config slot.
+pub fn with_join_token(paths: &crate::paths::Paths, mut sink: CentralSink) -> CentralSink {
     if sink.bootstrap_token.is_some() {
         return sink;
     }
-    let seed = crate::statefile::read_value(&paths.seed()).ok();
-    let from_seed = seed
-        .as_ref()
-        .map(central_sinks)
-        .into_iter()
-        .flatten()
+    let layers = [
+        paths.seed(),
+        paths.slot(crate::paths::Slot::A),
+        paths.slot(crate::paths::Slot::B),
+    ];
+    sink.bootstrap_token = layers
+        .iter()
+        .filter_map(|path| crate::statefile::read_value(path).ok())
+        .flat_map(|document| central_sinks(&document))
         .filter_map(Result::ok)
-        .find(|seeded| seeded.url == sink.url && seeded.bootstrap_token.is_some());
-    sink.bootstrap_token = from_seed.and_then(|seeded| seeded.bootstrap_token);
+        .find(|joined| joined.url == sink.url && joined.bootstrap_token.is_some())
+        .and_then(|joined| joined.bootstrap_token);
     sink
 }
 

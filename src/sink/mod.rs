@@ -48,7 +48,7 @@ pub const SIGNAL: &str = "proxy";
 const STUCK_AFTER: Duration = Duration::from_secs(3600);
 
 /// The central sink instances of the effective config, each parsed on its
-/// own (with the seed's join token when the config carries none). Empty on
+/// own (with the join token when the config carries none). Empty on
 /// a host that is not joined: `hyp leave` stops exports.
 pub fn instances(paths: &Paths, config: &EffectiveConfig) -> Vec<Result<CentralSink, SinkError>> {
     if !config.has_central_layer {
@@ -56,7 +56,7 @@ pub fn instances(paths: &Paths, config: &EffectiveConfig) -> Vec<Result<CentralS
     }
     sink::central_sinks(&config.document)
         .into_iter()
-        .map(|parsed| parsed.map(|central| sink::with_seed_token(paths, central)))
+        .map(|parsed| parsed.map(|central| sink::with_join_token(paths, central)))
         .collect()
 }
 

@@ -218,7 +218,7 @@ fn identity(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Di
     };
     let has_token = engine::central_layer_document(paths)
         .and_then(|document| crate::control::sink::first_central_sink(&document).ok())
-        .map(|sink| crate::control::sink::with_seed_token(paths, sink))
+        .map(|sink| crate::control::sink::with_join_token(paths, sink))
         .is_some_and(|sink| sink.bootstrap_token.is_some());
     let diagnostic = if has_token {
         Diagnostic::error(
