@@ -539,6 +539,9 @@ fn leaving_and_joining_another_central_sends_it_the_whole_cache_once_and_the_fir
     let a_jwt = host_jwt(&env);
 
     env.hyp(["leave"]).assert_success();
+    env.hyp(["sync", "--yes"])
+        .assert_exit(1)
+        .assert_stderr_contains("not joined");
     let b = FakeCentral::start();
     // B has issued a token before, so its JWTs differ from A's (the fakes
     // number their JWTs, and both name the gateway gw-1).
