@@ -12,6 +12,7 @@ mod daemon;
 mod fake_central;
 mod fake_ingest;
 mod fleet;
+mod forward;
 mod history;
 mod join;
 mod query;
