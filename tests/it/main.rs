@@ -12,6 +12,7 @@ mod daemon;
 mod fake_central;
 mod fake_ingest;
 mod fleet;
+mod forward_answers;
 mod history;
 mod join;
 mod query;

@@ -1,0 +1,510 @@
+//! The forward sink against the fake central, through `hyp sync` and the
+//! daemon (contract §12 "Answers", "Privacy", "When"; reference
+//! forward-sink.md §2.6 and §9 scenarios 6-11 and 17-24): how each answer
+//! of central is taken, what stays on the machine, and when rows leave.
+//! Every test ends by checking the rows central stored against the cache.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fake_central::FakeCentral;
+use crate::history;
+use crate::support::{Run, TestEnv, wait_until};
+
+pub const INGEST: &str = "/v1/ingest/proxy";
+const REFRESH: &str = "/v1/identity/refresh";
+
+/// A host joined to its own fake central, with Claude history in the cache.
+pub struct Host {
+    pub env: TestEnv,
+    pub central: FakeCentral,
+}
+
+impl Host {
+    /// A host whose history roots are the tests', joined to a fresh fake
+    /// central; nothing imported yet.
+    pub fn joined() -> Host {
+        let mut env = TestEnv::new();
+        history::use_history(&mut env);
+        let central = FakeCentral::start();
+        env.hyp(["join", &central.url, "test-token"])
+            .assert_success();
+        Host { env, central }
+    }
+
+    /// Joined, with `sessions` sessions of `lines` rows each imported.
+    pub fn with_rows(sessions: usize, lines: usize) -> Host {
+        let host = Host::joined();
+        let rows = history::write_history(&host.env, sessions, lines, 80);
+        host.backfill();
+        assert_eq!(host.cache_part_ids().len() as u64, rows, "rows imported");
+        host
+    }
+
+    /// `hyp backfill claude --json`, by hand (not a daemon child).
+    pub fn backfill(&self) {
+        self.env
+            .hyp(["backfill", "claude", "--json"])
+            .assert_success();
+    }
+
+    /// `hyp sync --yes --json` plus `extra`.
+    pub fn sync(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["sync", "--yes", "--json"];
+        args.extend_from_slice(extra);
+        self.env.hyp(args)
+    }
+
+    /// `hyp sync --yes --json` that must succeed: its one sink entry.
+    pub fn sync_ok(&self) -> Value {
+        sink_report(&self.sync(&[]).assert_success())
+    }
+
+    pub fn status(&self) -> Value {
+        self.env
+            .hyp(["status", "--json"])
+            .assert_success()
+            .stdout_json()
+    }
+
+    /// The `central` row of `hyp status --json` `sinks`.
+    pub fn central_row(&self) -> Value {
+        central_row(&self.status())
+    }
+
+    /// The ingest requests central received, in order.
+    pub fn ingests(&self) -> Vec<Value> {
+        self.central.requests_to(INGEST)
+    }
+
+    /// The cache's `part_id`s, sorted.
+    pub fn cache_part_ids(&self) -> Vec<String> {
+        let run = self
+            .env
+            .hyp([
+                "query",
+                "sql",
+                "SELECT part_id FROM ai_gateway_messages ORDER BY part_id",
+                "--json",
+            ])
+            .assert_success();
+        part_ids(&run.stdout_json())
+    }
+
+    /// The `part_id`s central stored, sorted, repeats kept.
+    pub fn stored_part_ids(&self) -> Vec<String> {
+        let mut ids = part_ids(&Value::Array(self.central.stored_rows("proxy")));
+        ids.sort();
+        ids
+    }
+
+    /// Central stored every cached row exactly once.
+    pub fn assert_all_stored_once(&self) {
+        assert_eq!(
+            self.stored_part_ids(),
+            self.cache_part_ids(),
+            "central stores every cached row exactly once"
+        );
+    }
+
+    pub fn identity_path(&self) -> PathBuf {
+        self.env
+            .state_root()
+            .join("plugins/@hypaware/central/identity.json")
+    }
+
+    /// The JWT in `identity.json` now.
+    pub fn jwt(&self) -> String {
+        let text = std::fs::read_to_string(self.identity_path()).expect("read identity.json");
+        let identity: Value = serde_json::from_str(&text).expect("identity.json is JSON");
+        identity["jwt"].as_str().expect("a jwt").to_string()
+    }
+
+    /// `S/usage-policy/<name>`.
+    pub fn policy_path(&self, name: &str) -> PathBuf {
+        self.env.state_root().join("usage-policy").join(name)
+    }
+
+    pub fn write_policy(&self, name: &str, text: &str) {
+        let path = self.policy_path(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create usage-policy");
+        std::fs::write(path, text).expect("write a policy file");
+    }
+}
+
+/// The one sink entry of a `hyp sync --json` document.
+pub fn sink_report(run: &Run) -> Value {
+    let document = run.stdout_json();
+    let sinks = document["sinks"].as_array().expect("sinks is an array");
+    if sinks.len() != 1 {
+        run.explain("expected exactly one sink in the sync report");
+    }
+    sinks[0].clone()
+}
+
+/// The `central` row of a status report.
+pub fn central_row(status: &Value) -> Value {
+    status["sinks"]
+        .as_array()
+        .expect("sinks is an array")
+        .iter()
+        .find(|sink| sink["instance"] == "central")
+        .unwrap_or_else(|| panic!("no central sink in {status:#}"))
+        .clone()
+}
+
+/// The kinds of a status report's diagnostics.
+pub fn diagnostic_kinds(status: &Value) -> Vec<String> {
+    status["diagnostics"]
+        .as_array()
+        .expect("diagnostics is an array")
+        .iter()
+        .map(|diagnostic| diagnostic["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The diagnostics of a status report that are errors (they degrade `overall`).
+pub fn error_kinds(status: &Value) -> Vec<String> {
+    status["diagnostics"]
+        .as_array()
+        .expect("diagnostics is an array")
+        .iter()
+        .filter(|diagnostic| diagnostic["severity"] == "error")
+        .map(|diagnostic| diagnostic["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn part_ids(rows: &Value) -> Vec<String> {
+    rows.as_array()
+        .expect("an array of rows")
+        .iter()
+        .map(|row| row["part_id"].as_str().expect("a part_id").to_string())
+        .collect()
+}
+
+/// Milliseconds since the epoch of an ISO-8601 timestamp.
+fn epoch_ms(at: &Value) -> i64 {
+    let text = at
+        .as_str()
+        .unwrap_or_else(|| panic!("not a timestamp: {at}"));
+    text.parse::<jiff::Timestamp>()
+        .unwrap_or_else(|err| panic!("{text}: {err}"))
+        .as_millisecond()
+}
+
+/// Every ingest request carried the same chunk: one batch id, one body.
+fn assert_same_chunk(requests: &[Value]) {
+    let first = &requests[0];
+    for request in requests {
+        assert_eq!(
+            request["headers"]["x-hyp-batch-id"], first["headers"]["x-hyp-batch-id"],
+            "a resend keeps the batch id"
+        );
+        assert_eq!(
+            request["body_sha256"], first["body_sha256"],
+            "a resend is byte-identical"
+        );
+        assert_eq!(request["body_bytes"], first["body_bytes"]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 401: renew the credential once.
+
+#[test]
+fn a_401_refreshes_the_identity_once_and_resends_the_same_chunk_with_the_new_jwt() {
+    let host = Host::with_rows(2, 3);
+    host.central
+        .script_ingest(json!({"kind": "status", "status": 401}));
+
+    let report = host.sync_ok();
+    assert_eq!(report["status"], "exported");
+    assert_eq!(report["rows_sent"], 6);
+
+    let paths: Vec<Value> = host
+        .central
+        .requests()
+        .into_iter()
+        .filter(|request| request["path"] == INGEST || request["path"] == REFRESH)
+        .collect();
+    let order: Vec<&str> = paths
+        .iter()
+        .map(|request| request["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [INGEST, REFRESH, INGEST]);
+    let (first, second) = (&paths[0], &paths[2]);
+    assert_eq!(first["status"], 401);
+    assert_eq!(second["status"], 202);
+    assert_same_chunk(&[first.clone(), second.clone()]);
+    // The first JWT came from the bootstrap of this export; the refresh
+    // replaced it in identity.json, and the resend carries the new one.
+    let new_jwt = host.jwt();
+    assert_ne!(
+        first["headers"]["authorization"],
+        format!("Bearer {new_jwt}"),
+        "identity.json holds a refreshed JWT"
+    );
+    assert_eq!(
+        second["headers"]["authorization"],
+        format!("Bearer {new_jwt}"),
+        "the resend carries the refreshed JWT"
+    );
+    host.assert_all_stored_once();
+}
+
+#[test]
+fn a_second_401_fails_the_export_and_the_next_sync_delivers_everything_once() {
+    let host = Host::with_rows(2, 3);
+    host.central
+        .script_ingest(json!({"kind": "status", "status": 401, "count": 100}));
+
+    let run = host.sync(&[]).assert_exit(1);
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["rows_sent"], 0);
+    assert_eq!(report["pending_rows"], 6);
+    assert!(
+        report["error"].as_str().unwrap().contains("401"),
+        "{report}"
+    );
+    assert_eq!(host.ingests().len(), 2, "one resend after the refresh");
+    assert_eq!(host.central.count(REFRESH), 1, "one refresh");
+    assert_same_chunk(&host.ingests());
+    assert!(host.stored_part_ids().is_empty());
+
+    let row = host.central_row();
+    assert_eq!(row["last_error"]["http_status"], 401);
+    assert_eq!(row["pending_rows"], 6);
+    assert_eq!(row["rows_sent_total"], 0);
+
+    host.central.clear_ingest_script();
+    let report = host.sync_ok();
+    assert_eq!(report["status"], "exported");
+    host.assert_all_stored_once();
+    assert_eq!(host.central_row()["last_error"], Value::Null);
+}
+
+#[test]
+fn a_refused_refresh_fails_the_export_naming_the_identity_refresh() {
+    let host = Host::with_rows(1, 4);
+    host.central.identity(json!({"reject_refresh": 401}));
+    host.central
+        .script_ingest(json!({"kind": "status", "status": 401}));
+
+    let run = host.sync(&[]).assert_exit(1);
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "failed");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("identity refresh failed"), "{error}");
+    assert_eq!(host.ingests().len(), 1, "no resend without a new JWT");
+    assert_eq!(host.central.count(REFRESH), 1);
+    assert_eq!(host.central_row()["last_error"]["kind"], "identity");
+
+    host.central.identity(json!({"reject_refresh": null}));
+    host.sync_ok();
+    host.assert_all_stored_once();
+}
+
+// ---------------------------------------------------------------------------
+// 429 and 503: wait in place, resend the same chunk, within 300 s per chunk.
+
+/// Run `hyp sync --yes --json` and time it.
+fn timed_sync(host: &Host) -> (Run, Duration) {
+    let started = Instant::now();
+    let run = host.sync(&[]);
+    (run, started.elapsed())
+}
+
+#[test]
+fn a_429_with_retry_after_waits_that_long_then_resends_the_same_chunk() {
+    let mut host = Host::with_rows(1, 5);
+    // Retry-After 2 s at scale 2 is a 1 s wait; the ladder's 30 s would be 15 s.
+    host.env.set_var("HYP_TIME_SCALE", "2");
+    host.central
+        .script_ingest(json!({"kind": "status", "status": 429, "retry_after": "2"}));
+
+    let (run, elapsed) = timed_sync(&host);
+    let report = sink_report(&run.assert_success());
+    assert_eq!(report["status"], "exported");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "the resend waited Retry-After (scaled): {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "Retry-After, not the 30 s ladder step, set the wait: {elapsed:?}"
+    );
+    let ingests = host.ingests();
+    let statuses: Vec<&Value> = ingests.iter().map(|request| &request["status"]).collect();
+    assert_eq!(statuses, [429, 202]);
+    assert_same_chunk(&ingests);
+    host.assert_all_stored_once();
+}
+
+#[test]
+fn a_429_without_retry_after_waits_the_first_ladder_step() {
+    let mut host = Host::with_rows(1, 5);
+    // The first step, 30 s, at scale 10 is 3 s; the second step would be 6 s.
+    host.env.set_var("HYP_TIME_SCALE", "10");
+    host.central
+        .script_ingest(json!({"kind": "status", "status": 429}));
+
+    let (run, elapsed) = timed_sync(&host);
+    sink_report(&run.assert_success());
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "waited the 30 s step (scaled): {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "the first step, not a later one: {elapsed:?}"
+    );
+    let ingests = host.ingests();
+    assert_eq!(ingests.len(), 2);
+    assert_same_chunk(&ingests);
+    host.assert_all_stored_once();
+}
+
+#[test]
+fn a_503_is_backpressure_like_a_429() {
+    let mut host = Host::with_rows(1, 5);
+    // Retry-After 0 is not positive: the 30 s step, at scale 30 a 1 s wait.
+    host.env.set_var("HYP_TIME_SCALE", "30");
+    host.central
+        .script_ingest(json!({"kind": "status", "status": 503, "retry_after": "0"}));
+
+    let (run, elapsed) = timed_sync(&host);
+    assert_eq!(sink_report(&run.assert_success())["status"], "exported");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "a 503 waits before the resend: {elapsed:?}"
+    );
+    let ingests = host.ingests();
+    let statuses: Vec<&Value> = ingests.iter().map(|request| &request["status"]).collect();
+    assert_eq!(statuses, [503, 202]);
+    assert_same_chunk(&ingests);
+    host.assert_all_stored_once();
+}
+
+#[test]
+fn retry_after_120_every_time_makes_three_requests_then_fails_and_remembers_the_wait() {
+    let mut host = Host::with_rows(1, 5);
+    // 120 s at scale 60 is 2 s: two waits (240 s of the 300 s budget), and
+    // the third wait would pass the budget, so it is not started.
+    host.env.set_var("HYP_TIME_SCALE", "60");
+    host.central.script_ingest(
+        json!({"kind": "status", "status": 429, "retry_after": "120", "count": 100}),
+    );
+
+    let run = host.sync(&[]).assert_exit(1);
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["pending_rows"], 5);
+    let ingests = host.ingests();
+    assert_eq!(
+        ingests.len(),
+        3,
+        "three requests for the chunk, then failure"
+    );
+    assert_same_chunk(&ingests);
+
+    let row = host.central_row();
+    assert_eq!(row["state"], "backoff", "{row:#}");
+    assert_eq!(row["last_error"]["http_status"], 429);
+    let ahead = epoch_ms(&row["next_attempt_at"]) - epoch_ms(&row["last_export_at"]);
+    assert!(
+        (1900..=2100).contains(&ahead),
+        "next_attempt_at is the remembered 120 s (scaled: 2 s) ahead, got {ahead} ms"
+    );
+    assert!(host.stored_part_ids().is_empty());
+
+    host.central.clear_ingest_script();
+    host.sync_ok();
+    host.assert_all_stored_once();
+}
+
+// ---------------------------------------------------------------------------
+// 5xx and transport errors fail the export; the next one delivers.
+
+#[test]
+fn a_500_fails_the_export_and_the_next_sync_completes() {
+    let host = Host::with_rows(2, 4);
+    host.central
+        .script_ingest(json!({"kind": "status", "status": 500}));
+
+    let run = host.sync(&[]).assert_exit(1);
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "failed");
+    assert!(
+        report["error"].as_str().unwrap().contains("500"),
+        "{report}"
+    );
+    assert_eq!(host.ingests().len(), 1, "no inline retry on a 500");
+
+    let row = host.central_row();
+    assert!(
+        row["state"] == "failing" || row["state"] == "backoff",
+        "{row:#}"
+    );
+    assert_eq!(row["last_error"]["http_status"], 500);
+    assert_eq!(row["last_error"]["kind"], "server_error");
+    assert!(row["last_error"]["at"].is_string());
+    assert_eq!(row["pending_rows"], 8);
+
+    let report = host.sync_ok();
+    assert_eq!(report["status"], "exported");
+    host.assert_all_stored_once();
+    let row = host.central_row();
+    assert_eq!(row["state"], "idle");
+    assert_eq!(row["last_error"], Value::Null);
+    assert_eq!(row["pending_rows"], 0);
+}
+
+#[test]
+fn a_transport_error_names_reaching_central_and_a_later_sync_completes() {
+    let mut host = Host::with_rows(2, 4);
+    // The connection is closed without an answer.
+    host.central.script_ingest(json!({"kind": "down"}));
+    let run = host.sync(&[]).assert_exit(1);
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "failed");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("failed to reach central server"), "{error}");
+    assert_eq!(host.central_row()["last_error"]["kind"], "transport");
+
+    // Central is gone altogether.
+    host.central.kill();
+    let run = host.sync(&[]).assert_exit(1);
+    let error = sink_report(&run)["error"].as_str().unwrap().to_string();
+    assert!(error.contains("failed to reach central server"), "{error}");
+
+    host.central.restart();
+    assert_eq!(host.sync_ok()["status"], "exported");
+    host.assert_all_stored_once();
+}
+
+#[test]
+fn a_base_url_with_a_path_prefix_keeps_it_in_the_ingest_path() {
+    let mut env = TestEnv::new();
+    history::use_history(&mut env);
+    let central = FakeCentral::start();
+    let url = format!("{}/tenant-a", central.url);
+    env.hyp(["join", &url, "test-token"]).assert_success();
+    let host = Host { env, central };
+    history::write_history(&host.env, 1, 3, 40);
+    host.backfill();
+
+    assert_eq!(host.sync_ok()["status"], "exported");
+    let paths: Vec<String> = host
+        .central
+        .requests()
+        .iter()
+        .filter(|request| request["method"] == "POST")
+        .map(|request| request["path"].as_str().unwrap().to_string())
+        .filter(|path| path.contains("/ingest/"))
+        .collect();
+    assert_eq!(paths, ["/tenant-a/v1/ingest/proxy"]);
+    host.assert_all_stored_once();
+}
