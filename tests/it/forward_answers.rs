@@ -508,3 +508,140 @@ fn a_base_url_with_a_path_prefix_keeps_it_in_the_ingest_path() {
     assert_eq!(paths, ["/tenant-a/v1/ingest/proxy"]);
     host.assert_all_stored_once();
 }
+
+// ---------------------------------------------------------------------------
+// 400, 413, 422: refused rows are isolated and quarantined, the rest delivered.
+
+const MARKER: &str = "POISON-ROW-7f3a";
+
+/// One session of `lines` rows in which row `poisoned` holds [`MARKER`].
+fn write_poisoned_session(host: &Host, lines: usize, poisoned: usize) {
+    let dir = history::claude_root(&host.env).join("projects/-home-u-poison");
+    std::fs::create_dir_all(&dir).expect("create the project directory");
+    let body: String = (0..lines)
+        .map(|index| {
+            let text = match index == poisoned {
+                true => format!("row {index} carries {MARKER}"),
+                false => format!("row {index} is ordinary"),
+            };
+            history::line("poison", index, "/home/u/poison", &text) + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("poison.jsonl"), body).expect("write a transcript");
+}
+
+/// A host whose cache holds 9 ordinary rows and one with the marker, and
+/// a central that refuses any body holding the marker with `status`.
+fn poisoned_host(status: u16) -> (Host, String) {
+    let host = Host::joined();
+    history::write_history(&host.env, 1, 4, 60);
+    write_poisoned_session(&host, 6, 3);
+    host.backfill();
+    let run = host
+        .env
+        .hyp([
+            "query",
+            "sql",
+            &format!(
+                "SELECT part_id FROM ai_gateway_messages WHERE content_text LIKE '%{MARKER}%'"
+            ),
+            "--json",
+        ])
+        .assert_success();
+    let poisoned = part_ids(&run.stdout_json());
+    assert_eq!(poisoned.len(), 1, "exactly one row holds the marker");
+    host.central.refuse_marker(MARKER, status);
+    (host, poisoned[0].clone())
+}
+
+/// The sync reports `partial` with the marker row quarantined and every
+/// other row stored once.
+fn assert_marker_row_quarantined(host: &Host, poisoned: &str, status: u16) {
+    let run = host.sync(&[]).assert_exit(1);
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "partial", "{report}");
+    assert_eq!(report["rows_quarantined"], 1);
+    assert_eq!(report["rows_sent"], 9);
+    assert_eq!(report["pending_rows"], 0);
+    let mut others = host.cache_part_ids();
+    others.retain(|id| id != poisoned);
+    assert_eq!(
+        host.stored_part_ids(),
+        others,
+        "every other row stored once"
+    );
+    let refused: Vec<Value> = host
+        .ingests()
+        .into_iter()
+        .filter(|request| request["status"] == status)
+        .collect();
+    assert!(
+        refused.iter().any(|request| request["body_lines"] == 1),
+        "the refused row was offered alone before it was quarantined"
+    );
+}
+
+#[test]
+fn a_413_row_is_quarantined_shown_in_status_and_delivered_by_retry_quarantined() {
+    let (host, poisoned) = poisoned_host(413);
+    assert_marker_row_quarantined(&host, &poisoned, 413);
+
+    let status = host.status();
+    let row = central_row(&status);
+    assert_eq!(row["rows_quarantined"], 1);
+    assert_eq!(row["pending_rows"], 0, "quarantined rows are not pending");
+    assert_eq!(row["rows_sent_total"], 9);
+    assert_eq!(row["last_error"]["http_status"], 413);
+    assert_eq!(row["last_error"]["kind"], "refused");
+    assert_eq!(status["overall"], "degraded");
+    let diagnostic = status["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|diagnostic| diagnostic["kind"] == "central_rows_quarantined")
+        .unwrap_or_else(|| panic!("no central_rows_quarantined in {status:#}"));
+    assert_eq!(diagnostic["severity"], "error");
+    let message = diagnostic["message"].as_str().unwrap();
+    assert!(
+        message.contains("413"),
+        "the diagnostic says why: {message}"
+    );
+
+    // A plain sync leaves the quarantine, and the refusal shown, alone.
+    let again = host.sync(&[]).assert_success();
+    assert_eq!(sink_report(&again)["status"], "nothing_to_send");
+    let row = host.central_row();
+    assert_eq!(row["rows_quarantined"], 1);
+    assert_eq!(row["last_error"]["http_status"], 413);
+
+    host.central.clear_refusals();
+    let run = host.sync(&["--retry-quarantined"]).assert_success();
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "exported");
+    assert_eq!(report["rows_sent"], 1);
+    host.assert_all_stored_once();
+
+    let status = host.status();
+    let row = central_row(&status);
+    assert_eq!(row["rows_quarantined"], 0);
+    assert_eq!(row["rows_sent_total"], 10);
+    assert_eq!(row["last_error"], Value::Null);
+    assert_eq!(
+        status["overall"],
+        "healthy",
+        "{:?}",
+        diagnostic_kinds(&status)
+    );
+    assert!(error_kinds(&status).is_empty(), "{status:#}");
+}
+
+#[test]
+fn a_400_or_422_row_is_quarantined_like_a_413() {
+    for status in [400, 422] {
+        let (host, poisoned) = poisoned_host(status);
+        assert_marker_row_quarantined(&host, &poisoned, status);
+        let row = host.central_row();
+        assert_eq!(row["rows_quarantined"], 1, "{status}");
+        assert_eq!(row["last_error"]["http_status"], status);
+    }
+}
