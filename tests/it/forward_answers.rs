@@ -645,3 +645,174 @@ fn a_400_or_422_row_is_quarantined_like_a_413() {
         assert_eq!(row["last_error"]["http_status"], status);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Privacy: what stays on the machine, decided at every export.
+
+/// The `part_id`s of cached rows whose `cwd` starts with `prefix`, sorted.
+fn cache_part_ids_under(host: &Host, prefix: &str) -> Vec<String> {
+    let run = host
+        .env
+        .hyp([
+            "query",
+            "sql",
+            &format!(
+                "SELECT part_id FROM ai_gateway_messages WHERE cwd LIKE '{prefix}%' ORDER BY part_id"
+            ),
+            "--json",
+        ])
+        .assert_success();
+    part_ids(&run.stdout_json())
+}
+
+/// A host with 3 rows run in `/home/u/repo`, 2 in `<root>/p/secret/app`
+/// and 2 in `<root>/p/listed`, imported with no marking in place.
+fn host_with_private_dirs() -> (Host, PathBuf, PathBuf) {
+    let host = Host::joined();
+    let secret = host.env.root().join("p/secret");
+    let listed = host.env.root().join("p/listed");
+    std::fs::create_dir_all(secret.join("app")).unwrap();
+    std::fs::create_dir_all(&listed).unwrap();
+    history::write_history(&host.env, 1, 3, 60);
+    let secret_cwd = secret.join("app").display().to_string();
+    history::write_session(&host.env, "-p-secret", "secret", &secret_cwd, 2, 60);
+    let listed_cwd = listed.display().to_string();
+    history::write_session(&host.env, "-p-listed", "listed", &listed_cwd, 2, 60);
+    host.backfill();
+    assert_eq!(host.cache_part_ids().len(), 7);
+    (host, secret, listed)
+}
+
+#[test]
+fn rows_of_local_only_directories_are_withheld_and_never_sent_later() {
+    let (host, secret, listed) = host_with_private_dirs();
+    // Marked after the import: the export decides, row by row.
+    std::fs::write(secret.join(".hypignore"), "local-only\n").unwrap();
+    host.write_policy(
+        "local-only.json",
+        &json!({"version": 1, "dirs": [listed.display().to_string()]}).to_string(),
+    );
+
+    let report = host.sync_ok();
+    assert_eq!(report["status"], "exported");
+    assert_eq!(report["rows_sent"], 3);
+    assert_eq!(report["rows_withheld"], 4);
+    assert_eq!(report["pending_rows"], 0);
+    assert_eq!(
+        host.stored_part_ids(),
+        cache_part_ids_under(&host, "/home/u/repo"),
+        "only the rows of the unmarked directory reach central"
+    );
+    assert_eq!(
+        host.cache_part_ids().len(),
+        7,
+        "withheld rows stay queryable"
+    );
+    let row = host.central_row();
+    assert_eq!(row["pending_rows"], 0, "withheld rows are not pending");
+    assert_eq!(row["rows_sent_total"], 3);
+
+    let requests = host.ingests().len();
+    let again = host.sync_ok();
+    assert_eq!(again["status"], "nothing_to_send");
+    assert_eq!(
+        host.ingests().len(),
+        requests,
+        "a second export sends nothing"
+    );
+
+    // Unmarking does not send what was withheld meanwhile.
+    std::fs::remove_file(secret.join(".hypignore")).unwrap();
+    host.write_policy("local-only.json", r#"{"version": 1, "dirs": []}"#);
+    let after = host.sync_ok();
+    assert_eq!(after["status"], "nothing_to_send");
+    assert_eq!(host.ingests().len(), requests);
+    assert_eq!(host.stored_part_ids().len(), 3);
+}
+
+#[test]
+fn a_client_opted_out_in_client_sync_json_is_withheld() {
+    let host = Host::with_rows(2, 3);
+    let run = host
+        .env
+        .hyp([
+            "query",
+            "sql",
+            "SELECT DISTINCT client_name FROM ai_gateway_messages",
+            "--json",
+        ])
+        .assert_success();
+    assert_eq!(run.stdout_json(), json!([{"client_name": "claude"}]));
+    host.write_policy(
+        "client-sync.json",
+        r#"{"version":1,"entries":[{"source":"claude","class":"local-only"}]}"#,
+    );
+
+    let report = host.sync_ok();
+    assert_eq!(report["status"], "nothing_to_send");
+    assert_eq!(report["rows_withheld"], 6);
+    assert_eq!(report["rows_sent"], 0);
+    assert!(host.ingests().is_empty(), "nothing is sent");
+    assert!(host.stored_part_ids().is_empty());
+    assert_eq!(host.central_row()["pending_rows"], 0);
+}
+
+/// A malformed policy file fails the export closed; fixed (`LISTED` in
+/// `fixed` stands for the listed directory), the rows it lets through are
+/// stored once.
+fn assert_malformed_policy_fails_closed(name: &str, fixed: &str) {
+    let (host, _secret, listed) = host_with_private_dirs();
+    host.write_policy(name, "{\"version\": 1, \"dirs\": [");
+
+    let run = host.sync(&[]).assert_exit(1);
+    let report = sink_report(&run);
+    assert_eq!(report["status"], "failed", "{name}");
+    assert!(
+        report["error"].as_str().unwrap().contains(name),
+        "the error names the file: {report}"
+    );
+    assert!(host.ingests().is_empty(), "{name}: no ingest request");
+    let status = host.status();
+    assert!(
+        error_kinds(&status).contains(&"usage_policy_unreadable".to_string()),
+        "{name}: {:?}",
+        diagnostic_kinds(&status)
+    );
+    assert_eq!(status["overall"], "degraded");
+    let row = central_row(&status);
+    assert_eq!(row["pending_rows"], 7, "{name}: the watermark did not move");
+    assert_eq!(row["last_error"]["kind"], "policy");
+
+    let listed = listed.display().to_string();
+    host.write_policy(name, &fixed.replace("LISTED", &listed));
+    assert_eq!(host.sync_ok()["status"], "exported");
+    let mut eligible = host.cache_part_ids();
+    if fixed.contains("LISTED") {
+        let withheld = cache_part_ids_under(&host, &listed);
+        assert_eq!(withheld.len(), 2);
+        eligible.retain(|id| !withheld.contains(id));
+    }
+    assert_eq!(
+        host.stored_part_ids(),
+        eligible,
+        "{name}: the eligible rows are stored once"
+    );
+    let status = host.status();
+    assert!(
+        !diagnostic_kinds(&status).contains(&"usage_policy_unreadable".to_string()),
+        "{status:#}"
+    );
+}
+
+#[test]
+fn a_malformed_local_only_json_fails_the_export_closed_until_fixed() {
+    assert_malformed_policy_fails_closed(
+        "local-only.json",
+        r#"{"version": 1, "dirs": ["LISTED"]}"#,
+    );
+}
+
+#[test]
+fn a_malformed_client_sync_json_fails_the_export_closed_until_fixed() {
+    assert_malformed_policy_fails_closed("client-sync.json", r#"{"version":1,"entries":[]}"#);
+}
