@@ -24,7 +24,11 @@ pub fn use_history(env: &mut TestEnv) {
 
 /// One Claude transcript line with one text block (one cache row).
 pub fn line(session: &str, index: usize, cwd: &str, text: &str) -> String {
-    let role = if index % 2 == 0 { "user" } else { "assistant" };
+    let role = if index.is_multiple_of(2) {
+        "user"
+    } else {
+        "assistant"
+    };
     // Recent timestamps, one second apart, inside any default window.
     let base = jiff::Timestamp::now().as_second() - 86_400;
     let ts = jiff::Timestamp::from_second(base + index as i64)
