@@ -18,3 +18,4 @@ mod join;
 mod query;
 mod status;
 mod support;
+mod sync_cli;
