@@ -1007,14 +1007,19 @@ fn a_live_first_sync_hold_holds_the_daemon_and_hyp_sync_yes_until_it_expires() {
     host.write_first_sync_hold(in_an_hour);
 
     let daemon = Daemon::start(&host);
-    // Each tick's export child reports `held` and sends nothing.
-    wait_until(DAEMON_WAIT, "three held exports", || {
-        host.log_events("central.forward.export")
-            .iter()
-            .filter(|line| line["status"] == "held")
-            .count()
-            >= 3
+    // Each tick runs an export child, which reports `held` and sends nothing.
+    wait_until(DAEMON_WAIT, "three export ticks", || {
+        host.log_events("central.forward.export").len() >= 3
     });
+    let statuses: Vec<Value> = host
+        .log_events("central.forward.export")
+        .iter()
+        .map(|line| line["status"].clone())
+        .collect();
+    assert!(
+        statuses.iter().all(|status| status == "held"),
+        "every export is held: {statuses:?}"
+    );
     assert!(host.ingests().is_empty(), "a live hold sends nothing");
     let row = host.central_row();
     assert_eq!(row["state"], "held");
