@@ -41,6 +41,9 @@ use crate::time::iso_ms;
 /// link needs more than the config poll's 30 s.
 const INGEST_DEADLINE: Duration = Duration::from_secs(120);
 
+/// The `last_error` kind of rows central refused (400, 413, 422).
+const REFUSED: &str = "refused";
+
 /// What an export is asked to do beyond the rows after the watermark.
 #[derive(Debug, Clone, Copy)]
 pub struct ExportOptions {
@@ -70,7 +73,7 @@ pub fn run(
     let outcome = Export::start(paths, sink, &mut store, options, stop).and_then(|mut export| {
         state.target_id = Some(export.uplink.target);
         let result = export.run(options.retry_quarantined);
-        tally = export.uplink.tally;
+        tally = std::mem::take(&mut export.uplink.tally);
         result.map(|()| export.pending())
     });
     let now = jiff::Timestamp::now();
@@ -83,7 +86,19 @@ pub fn run(
             (Err(failure), pending)
         }
     };
-    record_outcome(&mut state, &result, &tally, now, options.time_scale, paths);
+    let quarantined = state
+        .target_id
+        .and_then(|target| store.totals(target).ok())
+        .is_some_and(|totals| totals.rows_quarantined > 0);
+    record_outcome(
+        &mut state,
+        &result,
+        &tally,
+        quarantined,
+        now,
+        options.time_scale,
+        paths,
+    );
     if let Err(err) = store.set_export_state(&state) {
         event_log::error(
             "central.forward.state_write_failed",
@@ -141,11 +156,13 @@ fn report(
 /// Fold one export's result into the instance's bookkeeping: a success
 /// clears the failure streak; a failure counts, and sets when the daemon
 /// may try again (a remembered `Retry-After` or ladder step, else 60 s
-/// doubling to 5 min, jittered, all scaled).
+/// doubling to 5 min, jittered, all scaled). A refusal that quarantined
+/// rows is the error shown while the quarantine (`quarantined`) holds rows.
 fn record_outcome(
     state: &mut ExportState,
     result: &Result<(), Failure>,
     tally: &Tally,
+    quarantined: bool,
     now: jiff::Timestamp,
     time_scale: TimeScale,
     paths: &Paths,
@@ -154,12 +171,25 @@ fn record_outcome(
     state.last_export_at = Some(now_text.clone());
     match result {
         Ok(()) => {
-            state.last_success_at = Some(now_text);
+            state.last_success_at = Some(now_text.clone());
             state.failures = 0;
             state.failing_since = None;
             state.next_attempt_at = None;
-            if tally.rows_quarantined == 0 {
-                state.last_error = None;
+            match &tally.last_refusal {
+                Some((status, detail)) => {
+                    state.last_error = Some(ExportError {
+                        at: now_text,
+                        http_status: Some(*status),
+                        kind: REFUSED.to_string(),
+                        message: format!("central refused rows with {status} {detail}"),
+                    });
+                }
+                None if quarantined
+                    && state
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|error| error.kind == REFUSED) => {}
+                None => state.last_error = None,
             }
         }
         Err(failure) if failure.kind == FailureKind::Interrupted => {}

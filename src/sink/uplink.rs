@@ -31,13 +31,15 @@ const THROTTLE_LADDER_SECS: [u64; 4] = [30, 60, 120, 300];
 const INLINE_WAIT_BUDGET: Duration = Duration::from_secs(300);
 
 /// Rows, bytes and chunks of one export.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Tally {
     pub rows_sent: u64,
     pub bytes_sent: u64,
     pub chunks: u64,
     pub rows_withheld: u64,
     pub rows_quarantined: u64,
+    /// The last refusal that sent a row to quarantine: status and detail.
+    pub last_refusal: Option<(u16, String)>,
 }
 
 /// How one body fared.
@@ -255,6 +257,7 @@ impl Uplink<'_> {
             .quarantine(self.target, part_id, &hash, status, &message, advance)
             .map_err(Failure::state)?;
         self.tally.rows_quarantined += 1;
+        self.tally.last_refusal = Some((status, detail.to_string()));
         event_log::warn(
             "central.forward.quarantined",
             json!({"part_id": part_id, "http_status": status, "message": detail}),
