@@ -229,16 +229,17 @@ no_backfill_children() {
   ! pgrep -f "$HYP_BIN backfill" >/dev/null
 }
 
-# new_session NAME LINES: a new Claude Code session of LINES lines (one row
-# each) in the generated history, stamped now.
+# new_session NAME LINES [FROM]: append LINES lines (one row each, numbered
+# from FROM, default 0) to Claude Code session NAME in the generated
+# history, stamped now; a new session when FROM is 0.
 new_session() {
-  python3 - "$SMOKE_ROOT/corpus/claude/projects/-smoke-live" "$1" "$2" <<'PY'
+  python3 - "$SMOKE_ROOT/corpus/claude/projects/-smoke-live" "$1" "$2" "${3:-0}" <<'PY'
 import json, os, sys, time
-folder, name, lines = sys.argv[1], sys.argv[2], int(sys.argv[3])
+folder, name, lines, first = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 os.makedirs(folder, exist_ok=True)
 now = time.time()
 with open(os.path.join(folder, name + ".jsonl"), "a") as out:
-    for i in range(lines):
+    for i in range(first, first + lines):
         role = "user" if i % 2 == 0 else "assistant"
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + i)) + ".000Z"
         out.write(json.dumps({"sessionId": name, "uuid": f"{name}-{i}", "type": role,

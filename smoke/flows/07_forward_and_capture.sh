@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The forward sink and continuous capture, end to end: a joined host's
-# backfill-on-join reaches central exactly once; a session written afterwards
-# reaches it with no one touching the host; a kill -9 while central holds a
+# backfill-on-join reaches central exactly once; a session written
+# afterwards, and lines appended to it, reach it with no one touching the
+# host; a kill -9 while central holds a
 # stored chunk unanswered, then a restart, still leaves every row on central
 # exactly once.
 source "$(dirname "$0")/../lib.sh"
@@ -19,9 +20,13 @@ assert_eq "$total" "$(( $(expected_rows claude) + $(expected_rows codex) ))" "ca
 wait_for 60 "every cached row on central once" central_has "$total"
 assert_eq "$(status_json "[s for s in d['sinks'] if s['instance']=='central'][0]['pending_rows']")" 0 "pending rows"
 
-# A session written now reaches central by a capture sweep and an export.
+# A session written now, then lines appended to it, reach central by
+# capture sweeps and exports.
 new_session live-1 6
 wait_for 60 "the new session on central" central_has "$((total + 6))"
+new_session live-1 3 6
+wait_for 60 "the appended lines on central" central_has "$((total + 9))"
+total=$((total + 3))
 
 # Central stores the next chunk but never answers; the daemon dies meanwhile.
 admin POST /_admin/ingest/fail '{"kind": "store_then_hold", "ms": 60000}'

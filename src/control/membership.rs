@@ -80,7 +80,7 @@ pub fn join(paths: &Paths, url: &str, token: &str) -> Result<JoinReport, JoinErr
     if !errors.is_empty() {
         return Err(JoinError::InvalidSeed(errors));
     }
-    installation_id(paths).map_err(JoinError::WriteSeed)?;
+    record_join(paths).map_err(JoinError::WriteSeed)?;
     if !paths.client_sync().exists() {
         statefile::write(&paths.client_sync(), &json!({"version": 1, "entries": []}))
             .map_err(JoinError::WriteSeed)?;
@@ -98,30 +98,52 @@ pub fn join(paths: &Paths, url: &str, token: &str) -> Result<JoinReport, JoinErr
 struct Installation {
     installation_id: String,
     created_at: String,
+    /// The last `hyp join` (a sweep with on-join off imports from here on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    joined_at: Option<String>,
 }
 
 /// This installation's id: 32 lowercase hex characters made at the first
 /// join (or the first export of a host joined by an older hyp) and kept
 /// across leave and join. A damaged file is replaced by a new id.
 pub fn installation_id(paths: &Paths) -> Result<String, statefile::WriteError> {
-    if let Some(id) = read_installation_id(paths) {
-        return Ok(id);
+    if let Some(installation) = read_installation(paths) {
+        return Ok(installation.installation_id);
     }
     let installation = Installation {
         installation_id: new_installation_id(),
         created_at: crate::time::now_iso(),
+        joined_at: None,
     };
     statefile::write(&paths.installation(), &installation)?;
     Ok(installation.installation_id)
 }
 
+/// Record that this machine joins now (`hyp join`), making the
+/// installation id first if there is none.
+fn record_join(paths: &Paths) -> Result<(), statefile::WriteError> {
+    installation_id(paths)?;
+    let mut installation = read_installation(paths).ok_or_else(|| statefile::WriteError {
+        path: paths.installation(),
+        source: std::io::Error::other("written but not readable back"),
+    })?;
+    installation.joined_at = Some(crate::time::now_iso());
+    statefile::write(&paths.installation(), &installation)
+}
+
 /// The id when `installation.json` holds one (read-only callers: status,
 /// the splay).
 pub fn read_installation_id(paths: &Paths) -> Option<String> {
+    read_installation(paths).map(|installation| installation.installation_id)
+}
+
+fn read_installation(paths: &Paths) -> Option<Installation> {
     statefile::read::<Installation>(&paths.installation())
         .ok()
-        .map(|installation| installation.installation_id)
-        .filter(|id| id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .filter(|installation| {
+            let id = &installation.installation_id;
+            id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit())
+        })
 }
 
 /// 16 random bytes from the kernel, as hex; the clock, pid and std's
@@ -148,8 +170,15 @@ fn new_installation_id() -> String {
     crate::sink::chunk::hex(&bytes)
 }
 
-/// When this machine joined: the time `hyp join` wrote the seed.
+/// When this machine last joined: recorded by `hyp join`, else (a host
+/// joined by an older hyp) the time the seed was written while it exists.
 pub fn joined_at(paths: &Paths) -> Option<jiff::Timestamp> {
+    if let Some(at) = read_installation(paths)
+        .and_then(|installation| installation.joined_at)
+        .and_then(|at| crate::time::parse_iso(&at))
+    {
+        return Some(at);
+    }
     let modified = fs::metadata(paths.seed()).ok()?.modified().ok()?;
     jiff::Timestamp::try_from(modified).ok()
 }

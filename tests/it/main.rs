@@ -5,6 +5,7 @@
 mod actions;
 mod backfill;
 mod backfill_resume;
+mod capture;
 mod cli;
 mod config;
 mod control;
