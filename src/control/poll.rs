@@ -171,6 +171,83 @@ pub struct PollReport {
     /// Scaled delay until the next poll.
     pub next_delay: Duration,
     pub consecutive_failures: u32,
+    /// Why a rejected poll failed, for status and the log.
+    pub message: Option<String>,
+}
+
+impl PollReport {
+    /// The result a person reads in status: `ok`, `not_registered`, or the
+    /// error kind of a rejected poll.
+    pub fn result(&self) -> &'static str {
+        match &self.outcome {
+            PollOutcome::Confirming { .. } => "ok",
+            PollOutcome::NotRegistered => "not_registered",
+            PollOutcome::Rejected { error_kind } => error_kind,
+        }
+    }
+
+    /// Whether this poll says central refused the credential or could not
+    /// be reached (what degrades status after three in a row): neither a
+    /// confirming poll, a 404, nor throttling.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(&self.outcome, PollOutcome::Rejected { error_kind } if *error_kind != "config_poll_throttled")
+    }
+}
+
+/// The daemon's account of its polls, in `status.json` (`poll`): the last
+/// one, the next, and the last failure with the streak it belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PollRecord {
+    pub last_poll_at: Option<String>,
+    pub last_poll_result: Option<String>,
+    pub next_poll_at: Option<String>,
+    pub last_error: Option<PollError>,
+    /// Polls in a row that central refused or could not be reached.
+    pub failing_polls: u32,
+    /// When that streak began.
+    pub failing_since: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PollError {
+    pub at: String,
+    pub kind: String,
+    pub http_status: Option<u16>,
+    pub message: String,
+}
+
+impl PollRecord {
+    /// Fold in one poll's report, made at `now`.
+    pub fn record(&mut self, report: &PollReport, now: SystemTime) {
+        let at = crate::daemon::status_file::iso(now);
+        self.last_poll_at = Some(at.clone());
+        self.last_poll_result = Some(report.result().to_string());
+        self.next_poll_at = now
+            .checked_add(report.next_delay)
+            .map(crate::daemon::status_file::iso);
+        match &report.outcome {
+            // Central answered with this machine's credential: reachable.
+            PollOutcome::Confirming { .. } | PollOutcome::NotRegistered => {
+                self.failing_polls = 0;
+                self.failing_since = None;
+            }
+            PollOutcome::Rejected { error_kind } => {
+                if report.is_unreachable() {
+                    self.failing_polls = self.failing_polls.saturating_add(1);
+                    self.failing_since.get_or_insert_with(|| at.clone());
+                }
+                self.last_error = Some(PollError {
+                    at,
+                    kind: error_kind.to_string(),
+                    http_status: report.http_status,
+                    message: report
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| error_kind.replace('_', " ")),
+                });
+            }
+        }
+    }
 }
 
 /// Cadence and failure bookkeeping for one central sink.
@@ -328,6 +405,9 @@ impl Poller {
         }
         let mut report = self.reject_logged(error_kind, http_status.unwrap_or(0));
         report.http_status = http_status;
+        report.message = message.or_else(|| {
+            http_status.map(|status| format!("central answered the config poll with HTTP {status}"))
+        });
         report
     }
 
@@ -356,6 +436,7 @@ impl Poller {
             confirmed,
             next_delay: self.time_scale.scale(delay),
             consecutive_failures: self.consecutive_failures,
+            message: None,
         }
     }
 }
@@ -383,6 +464,8 @@ struct PollActor {
     phase: Phase,
     /// When an early watchdog order is checked again.
     watchdog_recheck: Option<Instant>,
+    /// Every poll so far, folded (sent to main for `status.json`).
+    record: PollRecord,
 }
 
 impl PollActor {
@@ -416,6 +499,7 @@ impl PollActor {
             poller,
             phase,
             watchdog_recheck: None,
+            record: PollRecord::default(),
         }
     }
 
@@ -520,6 +604,11 @@ impl PollActor {
             },
         };
         let report = poller.judge(exchange, &mut self.engine);
+        self.record.record(&report, SystemTime::now());
+        let _ = self
+            .context
+            .events
+            .send(PollEvent::Polled(Box::new(self.record.clone())));
         if let Some(etag) = report.confirmed.clone() {
             let _ = self.context.passes.send(PassRequest {
                 reason: PassReason::Confirmed { etag: etag.clone() },

@@ -53,4 +53,6 @@ pub enum PollEvent {
     ProbationCleared { etag: String },
     /// The watchdog's rollback is done: drain and re-exec.
     RolledBack { reason: String },
+    /// A poll ended: the record of polls so far, for `status.json`.
+    Polled(Box<crate::control::poll::PollRecord>),
 }

@@ -342,7 +342,9 @@ impl Daemon {
     }
 
     fn on_poll_event(&mut self, event: PollEvent) -> Option<Ending> {
-        event_log::debug("daemon.poll_event", json!({"event": format!("{event:?}")}));
+        if !matches!(event, PollEvent::Polled(_)) {
+            event_log::debug("daemon.poll_event", json!({"event": format!("{event:?}")}));
+        }
         match event {
             PollEvent::Applied { etag, deadline } => {
                 // The poll thread already logged `daemon.restart_requested`.
@@ -360,6 +362,11 @@ impl Daemon {
             PollEvent::RolledBack { reason } => {
                 self.watchdog.disarm();
                 Some(Ending::Restart { reason })
+            }
+            PollEvent::Polled(record) => {
+                self.status.update(|status| status.poll = Some(*record));
+                self.write_status(DaemonState::Healthy);
+                None
             }
         }
     }

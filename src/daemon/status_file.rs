@@ -64,6 +64,8 @@ pub struct DaemonStatus {
     /// Why the daemon is restarting (`config_applied`, `probation_expired`, ...).
     pub restart_reason: Option<String>,
     pub warnings: Vec<String>,
+    /// The polls of central config so far (null before the first).
+    pub poll: Option<crate::control::poll::PollRecord>,
 }
 
 /// Owns the current `DaemonStatus` and persists it on every change.
@@ -95,6 +97,7 @@ impl StatusWriter {
             last_reload_at: None,
             restart_reason: None,
             warnings: Vec::new(),
+            poll: None,
         };
         StatusWriter {
             paths: paths.clone(),

@@ -608,11 +608,20 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
             &["fix the central config revision; the daemon re-applies when the served etag changes"],
         ));
     }
+    let polls = poll_record(paths);
+    let running = crate::daemon::running_pid(paths).is_some();
+    if running {
+        unreachable_central(&polls, diagnostics);
+    }
     RemoteConfig {
         running_etag,
         probation,
         last_rollback,
         bad_etag: object("bad_etag"),
+        last_poll_at: polls.last_poll_at,
+        last_poll_result: polls.last_poll_result,
+        next_poll_at: polls.next_poll_at.filter(|_| running),
+        last_error: polls.last_error,
     }
 }
 
@@ -654,6 +663,66 @@ fn capture(
             })
             .collect();
     (!rows.is_empty()).then_some(rows)
+}
+
+/// The daemon's record of its polls, from `status.json` (empty when there
+/// is none).
+fn poll_record(paths: &Paths) -> crate::control::poll::PollRecord {
+    crate::daemon::status_file::read(paths)
+        .ok()
+        .and_then(|status| status.get("poll").cloned())
+        .and_then(|poll| serde_json::from_value(poll).ok())
+        .unwrap_or_default()
+}
+
+/// Polls in a row to a central that refused the credential or could not be
+/// reached, or such a streak this old, mean the host has dropped out of
+/// the fleet: `overall` degrades (contract §8).
+const UNREACHABLE_POLLS: u32 = 3;
+const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+fn unreachable_central(
+    polls: &crate::control::poll::PollRecord,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let since = polls
+        .failing_since
+        .as_deref()
+        .and_then(crate::time::parse_iso);
+    let long = since.is_some_and(|since| {
+        Timestamp::now().duration_since(since).as_secs() >= UNREACHABLE_FOR.as_secs() as i64
+    });
+    if polls.failing_polls < UNREACHABLE_POLLS && !long {
+        return;
+    }
+    let Some(error) = &polls.last_error else {
+        return;
+    };
+    let refused = error.http_status == Some(401) || error.kind == "config_poll_auth_failed";
+    let (what, repair) = if refused {
+        (
+            "central refused this machine's credential",
+            "hyp join <url> <token>   (enrol again with a valid token)",
+        )
+    } else {
+        (
+            "central could not be reached",
+            "check the network, proxy and certificates between this machine and the central server",
+        )
+    };
+    diagnostics.push(Diagnostic::error(
+        "central_unreachable",
+        format!(
+            "{what} on the last {} polls, since {} ({})",
+            polls.failing_polls,
+            crate::sanitize::label(polls.failing_since.as_deref().unwrap_or("?")),
+            crate::sanitize::error_text(&error.message),
+        ),
+        &[
+            repair,
+            "hyp daemon logs   (central.config.poll_failed has each failure)",
+        ],
+    ));
 }
 
 /// The reconciler's rows, through the same gate as its `desired()`, or

@@ -245,6 +245,7 @@ fn remote_config(out: &mut String, report: &StatusReport) {
         && remote.probation.is_none()
         && remote.last_rollback.is_none()
         && remote.bad_etag.is_none()
+        && remote.last_poll_at.is_none()
     {
         return;
     }
@@ -282,6 +283,32 @@ fn remote_config(out: &mut String, report: &StatusReport) {
             "    bad etag:      {} ({})",
             text(bad, "etag"),
             text(bad, "reason")
+        );
+    }
+    if let Some(at) = &remote.last_poll_at {
+        let next = remote
+            .next_poll_at
+            .as_deref()
+            .map(|next| format!(", next {}", label(next)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    last poll:     {} at {}{next}",
+            label(remote.last_poll_result.as_deref().unwrap_or("?")),
+            label(at)
+        );
+    }
+    if let Some(error) = &remote.last_error {
+        let status = error
+            .http_status
+            .map(|status| format!("HTTP {status}, "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    last failure:  {} ({status}{}) at {}",
+            error_text(&error.message),
+            label(&error.kind),
+            label(&error.at)
         );
     }
 }

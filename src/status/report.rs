@@ -146,6 +146,14 @@ pub struct RemoteConfig {
     pub probation: Option<ProbationView>,
     pub last_rollback: Option<Value>,
     pub bad_etag: Option<Value>,
+    /// The daemon's last poll of central config (from `status.json`).
+    pub last_poll_at: Option<String>,
+    /// `ok`, `not_registered`, or the error kind of a failed poll.
+    pub last_poll_result: Option<String>,
+    /// `null` while no daemon runs.
+    pub next_poll_at: Option<String>,
+    /// The last failed poll: `{at, kind, http_status, message}`.
+    pub last_error: Option<crate::control::poll::PollError>,
 }
 
 #[derive(Debug, Clone, Serialize)]

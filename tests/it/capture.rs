@@ -48,8 +48,9 @@ impl Drop for Daemon {
     }
 }
 
-/// A joined host at `SCALE` whose central serves Claude with capture every
-/// 30 s and `claude_config` merged into its plugin config.
+/// A joined host at `SCALE` with Claude capturing every 30 s and
+/// `claude_config` merged into its plugin config. The plugin comes from the
+/// local layer, so no served config (and no probation) is in the way.
 fn capturing_host(claude_config: Value) -> Host {
     let mut host = Host::joined();
     host.env.set_var("HYP_TIME_SCALE", SCALE);
@@ -57,15 +58,12 @@ fn capturing_host(claude_config: Value) -> Host {
     if let (Some(config), Some(extra)) = (config.as_object_mut(), claude_config.as_object()) {
         config.extend(extra.clone());
     }
-    host.central.serve(
-        "rev-1",
-        &json!({
-            "version": 2,
-            "plugins": [{"name": "@hypaware/central"}, {"name": "@hypaware/claude", "config": config}],
-            "sinks": {"central": {"plugin": "@hypaware/central", "config": {
-                "url": host.central.url, "identity": {}, "poll_interval_seconds": 5}}}
-        }),
-    );
+    let local = json!({"version": 2, "plugins": [{"name": "@hypaware/claude", "config": config}]});
+    std::fs::write(
+        host.env.hyp_home().join("hypaware-config.json"),
+        serde_json::to_vec_pretty(&local).expect("a JSON document"),
+    )
+    .expect("write the local layer");
     host
 }
 

@@ -204,6 +204,11 @@ impl FakeCentral {
         self.admin("POST", "fail", spec);
     }
 
+    /// Drop every queued config-request failure.
+    pub fn clear_failures(&self) {
+        self.admin("DELETE", "fail", Value::Null);
+    }
+
     pub fn silence(&self, on: bool) {
         self.admin("POST", "silence", json!({ "on": on }));
     }
