@@ -91,9 +91,11 @@ fn diagnostic(status: &Value, kind: &str) -> Option<Value> {
 fn a_cache_deleted_emptied_garbled_or_replaced_while_the_daemon_idles_is_imported_again() {
     let (host, rows) = host_with_history(2);
     let daemon = Daemon::start(&host);
-    wait_until(WAIT, "backfill-on-join", || {
-        cache_counts(&host) == (rows, rows)
-    });
+    // Rows and the done marker: a marker is written after its child ends.
+    let imported = |host: &Host| {
+        cache_counts(host) == (rows, rows) && host.status()["client_actions"][0]["state"] == "done"
+    };
+    wait_until(WAIT, "backfill-on-join", || imported(&host));
     let db = host.env.state_root().join("cache/cache.db");
     let companions = |db: &std::path::Path| {
         for suffix in ["-wal", "-shm"] {
@@ -137,7 +139,7 @@ fn a_cache_deleted_emptied_garbled_or_replaced_while_the_daemon_idles_is_importe
         wait_until(
             WAIT,
             &format!("the cache imported again after: {fault}"),
-            || cache_counts(&host) == (rows, rows),
+            || imported(&host),
         );
         wait_until(
             WAIT,
