@@ -5,8 +5,8 @@
 source "$(dirname "$0")/../lib.sh"
 
 make_history small
-mkdir -p "$HYP_HOME/hypaware/usage-policy"
-echo '{"version": 2, "entries": [' >"$HYP_HOME/hypaware/usage-policy/local-only.json"
+# A directory where the cache file belongs: every import fails until it goes.
+mkdir -p "$HYP_HOME/hypaware/cache/cache.db"
 start_central
 serve rev-1 "$(fleet_doc '{}' '{"backfill": {"on_join": false}}')"
 hyp join "$CENTRAL_URL" smoke-token >/dev/null
@@ -14,11 +14,11 @@ start_daemon
 
 wait_for 60 "claude backfill failed" action_is @hypaware/claude failed
 assert_eq "$(status_json "d['overall']")" healthy "overall with a failed action"
-status_json "[x['message'] for x in d['diagnostics']]" | grep -qi "local-only" && fail "a failed action reached diagnostics"
+status_json "[x['message'] for x in d['diagnostics']]" | grep -qi "hyp backfill exited" && fail "a failed action reached diagnostics"
 [ "$(status_json "[r for r in d['client_actions'] if r['request_key']=='@hypaware/claude'][0]['attempts']")" -ge 1 ] \
   || fail "no attempts counted"
 
-rm "$HYP_HOME/hypaware/usage-policy/local-only.json"
+rmdir "$HYP_HOME/hypaware/cache/cache.db"
 wait_for 60 "claude backfill done after the fix" action_is @hypaware/claude done
 assert_eq "$(cache_count "SELECT count(*) FROM ai_gateway_messages")" "$(expected_rows claude)" "claude rows"
 

@@ -36,7 +36,7 @@ status_json "[x['kind'] for x in d['diagnostics']]" | grep -q cache_damaged_copi
 stop_daemon
 rm -rf "$cache"
 action_is @hypaware/claude pending || fail "status does not say the deleted cache is imported again"
-hyp status | grep -q "the cache was replaced since this import" || fail "status text does not say why"
+hyp status | grep -q "the cache file is missing" || fail "status text does not say why"
 spawns=$(event_count client_action.backfill_spawn)
 start_daemon
 wait_for 60 "the boot pass to re-run both backfills" event_count_above client_action.backfill_spawn $((spawns + 1))

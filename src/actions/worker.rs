@@ -305,11 +305,11 @@ impl WorkerActor {
             Ok(Ok(report)) => {
                 let fields = json!({"hyp_reason": reason_name, "results": report.results.len(), "cancelled": report.cancelled});
                 // The periodic look that changes nothing stays out of the log.
-                if report
+                let idle = report
                     .results
                     .iter()
-                    .all(|result| result.outcome == UnitOutcome::Skipped)
-                {
+                    .all(|result| result.outcome == UnitOutcome::Skipped);
+                if idle && *reason == PassReason::RetryDue {
                     event_log::debug("daemon.reconcile_pass", fields);
                 } else {
                     event_log::info("daemon.reconcile_pass", fields);
