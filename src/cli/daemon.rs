@@ -13,7 +13,7 @@ use crate::daemon::pid_file::{self, PidFileRead};
 use crate::daemon::run::{DaemonError, RunOutcome};
 use crate::daemon::service::{self, SystemctlError, UNIT_NAME};
 use crate::daemon::signals::DaemonSignal;
-use crate::daemon::{self, StopOutcome, lock, logs, status_file};
+use crate::daemon::{self, RestartOutcome, StopOutcome, lock, logs, status_file};
 use crate::paths::{Paths, TimeScale};
 use crate::statefile::StateRead;
 
@@ -195,6 +195,10 @@ fn report_stop(paths: &Paths, timeout: u64, service_stopped: bool) -> Result<Cod
     Ok(Code::Ok)
 }
 
+/// Restart through the service manager when the unit is installed and a
+/// manager answers; else restart the running daemon in place (a staged
+/// restart, same pid). Never stops a daemon it cannot bring back: with
+/// neither, it refuses before touching anything.
 fn restart(timeout: u64) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
     let manager_problem = if service::is_installed() {
@@ -209,16 +213,21 @@ fn restart(timeout: u64) -> Result<Code, CliError> {
     } else {
         None
     };
-    let code = report_stop(&paths, timeout, false)?;
-    match manager_problem {
-        Some(problem) => output::stderr_plain(&format!(
-            "daemon restart: stopped. The service is installed but {problem};\n  re-run 'hyp daemon run' to bring the daemon back up."
-        )),
-        None => output::stderr_plain(
-            "daemon restart: stopped. No installed service found;\n  re-run 'hyp daemon run' to bring it back up,\n  or 'hyp daemon install' to set up the persistent service first.",
-        ),
+    match daemon::restart_in_place(&paths, Duration::from_secs(timeout)) {
+        RestartOutcome::Restarted { pid } => {
+            output::stdout_text(&format!("daemon: restarted (pid {pid}, in place)\n"))?;
+            Ok(Code::Ok)
+        }
+        RestartOutcome::TimedOut { pid } => Err(CliError::failed(format!(
+            "asked pid {pid} to restart but no new run started within {timeout}s: see 'hyp daemon logs'"
+        ))),
+        RestartOutcome::NotRunning => Err(CliError::failed(match manager_problem {
+            Some(problem) => format!(
+                "no daemon runs and the service cannot be started ({problem}): start it with 'hyp daemon run'"
+            ),
+            None => "no daemon runs and no service is installed: start it with 'hyp daemon run', or 'hyp daemon install' for a service".to_string(),
+        })),
     }
-    Ok(code)
 }
 
 fn status(json: bool) -> Result<Code, CliError> {
@@ -270,15 +279,15 @@ impl StatusReport {
         self.status_value()?.get("state")?.as_str()
     }
 
-    /// The state to show: the recorded one while running; after the process
-    /// is gone, `stopped` if it said so and `dead` otherwise.
+    /// The state to show: the recorded one while running; without a
+    /// process, `not_running` (the one name everywhere for a daemon that
+    /// stopped or never started), or `dead` when it did not say it stopped.
     fn state(&self) -> &str {
         match (self.running, self.recorded_state()) {
             (true, Some(state)) => state,
             (true, None) => "unknown",
-            (false, Some("stopped")) => "stopped",
+            (false, Some("stopped") | None) => "not_running",
             (false, Some(_)) => "dead",
-            (false, None) => "not started",
         }
     }
 

@@ -99,6 +99,35 @@ fn is_held_at(path: &Path) -> bool {
     matches!(try_flock(&file, libc::LOCK_SH), Ok(false))
 }
 
+/// The pid of the process holding the daemon lock exclusively, from the
+/// kernel's table of locks (`/proc/locks`): who really holds it, whatever a
+/// (possibly stale) pid file says. `None` when nobody does or the table
+/// cannot be read.
+pub fn holder_pid(paths: &Paths) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(paths.daemon_lock()).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let device = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    locks
+        .lines()
+        .find_map(|line| exclusive_flock_holder(line, &device))
+}
+
+/// The pid of one `/proc/locks` line when it is a granted exclusive flock
+/// on `device` (`maj:min:inode`): `1: FLOCK  ADVISORY  WRITE 4242 08:02:1311 0 EOF`.
+fn exclusive_flock_holder(line: &str, device: &str) -> Option<u32> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    match fields.as_slice() {
+        [_, "FLOCK", _, "WRITE", pid, inode, ..] if *inode == device => pid.parse().ok(),
+        _ => None,
+    }
+}
+
 /// `flock(operation | LOCK_NB)`: `Ok(true)` taken, `Ok(false)` held elsewhere.
 fn try_flock(file: &File, operation: libc::c_int) -> io::Result<bool> {
     loop {
@@ -136,9 +165,36 @@ mod tests {
             lock.closes_on_exec(),
             "the lock must not leak into an exec'd image"
         );
+        assert_eq!(holder_pid(&paths), Some(std::process::id()));
         drop(lock);
         assert!(!is_held(&paths));
+        assert_eq!(holder_pid(&paths), None);
         let again = DaemonLock::acquire(&paths).unwrap();
         drop(again);
+    }
+
+    #[test]
+    fn proc_locks_lines_are_read_for_exclusive_flocks_only() {
+        let device = "08:02:1311";
+        assert_eq!(
+            exclusive_flock_holder("1: FLOCK  ADVISORY  WRITE 4242 08:02:1311 0 EOF", device),
+            Some(4242)
+        );
+        assert_eq!(
+            exclusive_flock_holder("2: FLOCK  ADVISORY  READ 4243 08:02:1311 0 EOF", device),
+            None
+        );
+        assert_eq!(
+            exclusive_flock_holder("3: POSIX  ADVISORY  WRITE 4244 08:02:1311 0 EOF", device),
+            None
+        );
+        assert_eq!(
+            exclusive_flock_holder("1: -> FLOCK  ADVISORY  WRITE 4245 08:02:1311 0 EOF", device),
+            None
+        );
+        assert_eq!(
+            exclusive_flock_holder("4: FLOCK  ADVISORY  WRITE 4246 08:02:9999 0 EOF", device),
+            None
+        );
     }
 }

@@ -18,14 +18,14 @@ pub mod signals;
 pub mod status_file;
 pub mod watchdog;
 
-/// The pid of the daemon holding the single-instance lock, if one runs.
-/// `None` also when the lock is held but the pid file is missing or
-/// malformed (a daemon in its first microseconds, or a damaged file).
+/// The pid of the daemon holding the single-instance lock, if one runs: the
+/// kernel's lock table names it; where that cannot be read, the pid file
+/// does (`None` then when it is missing or malformed).
 pub fn running_pid(paths: &Paths) -> Option<u32> {
     if !lock::is_held(paths) {
         return None;
     }
-    pid_file::read(paths).pid()
+    lock::holder_pid(paths).or_else(|| pid_file::read(paths).pid())
 }
 
 /// How a command that changed config reached the daemon.
@@ -66,20 +66,26 @@ pub enum StopOutcome {
     PidUnknown { detail: String },
 }
 
-/// SIGTERM the lock holder named by the pid file and wait, up to `timeout`,
+/// SIGTERM the lock holder (as the kernel's lock table names it; the pid
+/// file only where that table cannot be read) and wait, up to `timeout`,
 /// for it to release the lock. Signals nobody unless the lock is held.
 pub fn stop_running_daemon(paths: &Paths, timeout: Duration) -> StopOutcome {
     if !lock::is_held(paths) {
         return StopOutcome::NotRunning;
     }
-    let pid = match pid_file::read(paths) {
-        pid_file::PidFileRead::Ok(pid_file) => pid_file.pid,
-        pid_file::PidFileRead::Missing => {
+    let pid = match (lock::holder_pid(paths), pid_file::read(paths)) {
+        // The kernel says who holds the lock: signal that process only,
+        // whatever a stale pid file names.
+        (Some(holder), _) => holder,
+        (None, pid_file::PidFileRead::Ok(pid_file)) => pid_file.pid,
+        (None, pid_file::PidFileRead::Missing) => {
             return StopOutcome::PidUnknown {
                 detail: format!("{} is missing", paths.pid_file().display()),
             };
         }
-        pid_file::PidFileRead::Malformed { detail } => return StopOutcome::PidUnknown { detail },
+        (None, pid_file::PidFileRead::Malformed { detail }) => {
+            return StopOutcome::PidUnknown { detail };
+        }
     };
     send_signal(pid, libc::SIGTERM);
     if wait_for_release(paths, timeout) {
@@ -111,6 +117,47 @@ fn wait_for_release(paths: &Paths, timeout: Duration) -> bool {
 /// reconcile pass. False when the signal could not be sent.
 pub fn request_pass(pid: u32) -> bool {
     send_signal(pid, libc::SIGHUP)
+}
+
+/// What `restart_in_place` saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartOutcome {
+    NotRunning,
+    /// The same process came back with a new run id.
+    Restarted {
+        pid: u32,
+    },
+    /// The signal was sent but no new run started before the timeout.
+    TimedOut {
+        pid: u32,
+    },
+}
+
+/// Restart the running daemon without a service manager: SIGUSR1 asks it
+/// for a staged restart (drain, then exec of itself, same pid); wait up to
+/// `timeout` for the new run to hold the lock.
+pub fn restart_in_place(paths: &Paths, timeout: Duration) -> RestartOutcome {
+    let Some(pid) = running_pid(paths) else {
+        return RestartOutcome::NotRunning;
+    };
+    let before = pid_file::read(paths).run_id();
+    if !send_signal(pid, libc::SIGUSR1) {
+        return RestartOutcome::NotRunning;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let now_running = pid_file::read(paths).run_id();
+        if now_running.is_some() && now_running != before && lock::is_held(paths) {
+            return RestartOutcome::Restarted { pid };
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return RestartOutcome::TimedOut { pid };
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// `kill(pid, signal)`; false when the process is gone or not ours.

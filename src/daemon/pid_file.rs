@@ -40,6 +40,14 @@ impl PidFileRead {
             _ => None,
         }
     }
+
+    /// The run id, which a staged restart changes while the pid stays.
+    pub fn run_id(&self) -> Option<String> {
+        match self {
+            PidFileRead::Ok(pid_file) => Some(pid_file.run_id.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// The lenient reading form: other fields may be absent, and the reference's

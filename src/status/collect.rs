@@ -357,10 +357,13 @@ fn daemon_summary(
         value.as_ref()?.get(key)?.as_str().map(str::to_string)
     };
     let raw_state = field(&status_file, "state");
+    // One name for a daemon with no process, here and in `hyp daemon
+    // status`: `not_running`; `dead` when it never said it stopped.
     let (state, last_state) = match (&raw_state, running) {
-        (None, _) => ("unknown".to_string(), None),
+        (None, true) => ("unknown".to_string(), None),
         (Some(raw), true) => (raw.clone(), None),
-        (Some(raw), false) if raw == "stopped" => (raw.clone(), None),
+        (None, false) => ("not_running".to_string(), None),
+        (Some(raw), false) if raw == "stopped" => ("not_running".to_string(), Some(raw.clone())),
         (Some(raw), false) => ("dead".to_string(), Some(raw.clone())),
     };
     let installed = crate::daemon::service::is_installed() && crate::daemon::service::serves(paths);

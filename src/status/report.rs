@@ -70,9 +70,8 @@ pub struct DaemonSummary {
     pub installed: bool,
     /// A process holds the single-instance lock.
     pub running: bool,
-    /// `status.json`'s state while the daemon lives; `dead` when it says
-    /// anything but `stopped` and no process holds the lock; `unknown`
-    /// without a status file.
+    /// `status.json`'s state while the daemon lives; without a process
+    /// `not_running`, or `dead` when the file says anything but `stopped`.
     pub state: String,
     /// The raw state from `status.json` when `state` was derived.
     pub last_state: Option<String>,

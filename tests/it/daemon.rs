@@ -393,14 +393,27 @@ fn daemon_stop_stops_a_running_daemon() {
 }
 
 #[test]
-fn restart_without_a_service_stops_and_says_how_to_start() {
+fn restart_without_a_service_restarts_in_place_or_refuses_before_stopping() {
     let env = daemon_env();
     let mut daemon = RunningDaemon::start(&env);
+    let first_run = daemon.pid_json()["run_id"].clone();
     env.hyp(["daemon", "restart"])
         .assert_success()
-        .assert_stdout_contains("daemon: stopped")
-        .assert_stderr_contains("No installed service found");
+        .assert_stdout_contains("daemon: restarted");
+    assert_ne!(daemon.pid_json()["run_id"], first_run, "a new run");
+    assert_eq!(daemon.pid_json()["pid"], daemon.pid(), "the same process");
+    env.hyp(["daemon", "status"]).assert_success();
+    env.hyp(["daemon", "stop"]).assert_success();
     assert_eq!(daemon.wait_exit().code(), Some(0));
+    // Nothing runs and nothing can start it: refused, nothing changed.
+    env.hyp(["daemon", "restart"])
+        .assert_exit(1)
+        .assert_stderr_contains("hyp daemon run");
+    env.hyp(["daemon", "status"]).assert_exit(3);
+    let json = env.hyp(["daemon", "status", "--json"]).stdout_json();
+    assert_eq!(json["state"], "not_running");
+    let status = env.hyp(["status", "--json"]).assert_success().stdout_json();
+    assert_eq!(status["daemon"]["state"], "not_running");
 }
 
 #[test]
