@@ -348,9 +348,15 @@ fn write_in_order(
     finish(cache, outcome)
 }
 
+/// Commit what is left and report only rows that are committed: a
+/// transaction that failed (a full disk) wrote nothing.
 fn finish(cache: Option<CacheWriter>, mut outcome: PipelineOutcome) -> PipelineOutcome {
-    if let Some(cache) = cache
-        && let Err(err) = cache.finish()
+    let Some(mut cache) = cache else {
+        return outcome;
+    };
+    let finished = cache.finish();
+    outcome.rows_written = cache.committed_rows();
+    if let Err(err) = finished
         && outcome.error.is_none()
     {
         outcome.error = Some(err.to_string());

@@ -101,6 +101,14 @@ impl fmt::Display for CacheError {
             CacheError::Open { path, source } => {
                 write!(f, "cannot open cache {}: {source}", path.display())
             }
+            CacheError::Sql { source }
+                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                write!(
+                    f,
+                    "the disk holding the cache is full, so the last rows were not written: free some space, then run 'hyp backfill' again (nothing is lost; it imports what is missing)"
+                )
+            }
             CacheError::Sql { source } => write!(f, "{source}"),
             CacheError::SetAside { path, source } => write!(
                 f,

@@ -90,6 +90,10 @@ impl ImportedFile {
 pub struct CacheWriter {
     conn: Connection,
     rows_in_transaction: usize,
+    /// New rows in the open transaction, and new rows committed so far:
+    /// only the second is ever reported as written.
+    new_in_transaction: u64,
+    committed_rows: u64,
     checkpointer: Option<Checkpointer>,
     set_aside: Option<PathBuf>,
 }
@@ -241,6 +245,8 @@ impl CacheWriter {
         Ok(CacheWriter {
             conn,
             rows_in_transaction: 0,
+            new_in_transaction: 0,
+            committed_rows: 0,
             checkpointer: Checkpointer::spawn(path),
             set_aside: None,
         })
@@ -250,6 +256,7 @@ impl CacheWriter {
         if self.conn.is_autocommit() {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             self.rows_in_transaction = 0;
+            self.new_in_transaction = 0;
         }
         Ok(())
     }
@@ -267,7 +274,13 @@ impl CacheWriter {
             inserted += statement.execute(row.values().as_slice())? as u64;
         }
         self.rows_in_transaction += rows.len();
+        self.new_in_transaction += inserted;
         Ok(inserted)
+    }
+
+    /// New rows committed so far: what a run reports as written.
+    pub fn committed_rows(&self) -> u64 {
+        self.committed_rows
     }
 
     /// Record that `file` is fully imported (in the current transaction).
@@ -304,18 +317,20 @@ impl CacheWriter {
     pub fn commit(&mut self) -> Result<(), CacheError> {
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("COMMIT")?;
+            self.committed_rows += self.new_in_transaction;
             if let Some(checkpointer) = &self.checkpointer {
                 checkpointer.wake();
             }
         }
         self.rows_in_transaction = 0;
+        self.new_in_transaction = 0;
         Ok(())
     }
 
     /// Commit, then copy the write-ahead log into the database once (the
     /// run disables automatic checkpoints, which would stall the writer with
     /// an fsync every few MiB). A busy reader only postpones the copy.
-    pub fn finish(mut self) -> Result<(), CacheError> {
+    pub fn finish(&mut self) -> Result<(), CacheError> {
         self.commit()?;
         if let Some(mut checkpointer) = self.checkpointer.take() {
             checkpointer.stop();
@@ -566,7 +581,7 @@ mod tests {
         assert_eq!(super::super::read_generation(&path), Some(first.clone()));
 
         std::fs::write(&path, b"not a database, not at all, no").unwrap();
-        let writer = CacheWriter::open(&path).unwrap();
+        let mut writer = CacheWriter::open(&path).unwrap();
         assert!(writer.set_aside().is_some());
         writer.finish().unwrap();
         let second = super::super::read_generation(&path).expect("a generation");
@@ -576,5 +591,57 @@ mod tests {
         CacheWriter::open(&path).unwrap().finish().unwrap();
         let third = super::super::read_generation(&path).expect("a generation");
         assert!(third != first && third != second);
+
+        // Emptied by hand: a cache without its table is a new generation.
+        std::fs::write(&path, b"").unwrap();
+        CacheWriter::open(&path).unwrap().finish().unwrap();
+        let fourth = super::super::read_generation(&path).expect("a generation");
+        assert!(fourth != third);
+    }
+
+    fn row(part_id: &str) -> MessageRow {
+        MessageRow {
+            part_id: part_id.into(),
+            content_text: Some("x".repeat(4000)),
+            ..MessageRow::default()
+        }
+    }
+
+    #[test]
+    fn only_committed_rows_count_and_a_full_disk_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/cache.db");
+        let mut writer = CacheWriter::open(&path).unwrap();
+        writer.insert(&[row("a#0"), row("b#0")]).unwrap();
+        writer.commit().unwrap();
+        assert_eq!(writer.committed_rows(), 2);
+        // A disk that fills up: the database may not grow past its size now.
+        let pages: i64 = writer
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        writer
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let full = (0..200)
+            .map(|n| {
+                writer
+                    .insert(&[row(&format!("r{n}#0"))])
+                    .and_then(|_| writer.commit())
+            })
+            .find_map(Result::err)
+            .expect("the cache fills up");
+        assert!(
+            full.to_string()
+                .contains("the disk holding the cache is full"),
+            "{full}"
+        );
+        let _ = writer.conn.execute_batch("ROLLBACK");
+        let committed: i64 = writer
+            .conn
+            .query_row("SELECT count(*) FROM ai_gateway_messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(writer.committed_rows(), committed as u64);
     }
 }
