@@ -101,6 +101,11 @@ pub fn run(args: SyncArgs) -> Result<Code, CliError> {
         if interrupt.received().is_some() {
             break;
         }
+        // The daemon's tick honours a failure's backoff (a by-hand sync
+        // ignores it): an instance still waiting is left out of the report.
+        if args.scheduled && sink::waiting_for_backoff(&paths, &sink.name, jiff::Timestamp::now()) {
+            continue;
+        }
         let release = attended && !args.yes;
         let report = match hold_or_release(&paths, &sink, release)? {
             Some(held) => held,

@@ -12,8 +12,13 @@
 //! signal, stderr log): a slow upload never blocks the daemon's other
 //! threads, the daemon's memory stays small whatever the cache size, and a
 //! crash mid-export is the crash the intents are made for. Requests that
-//! arrive during an export coalesce into one more check after it.
+//! arrive during an export coalesce into one more check after it. An
+//! instance whose last export left nothing behind is not exported again
+//! until the cache, the identity or the URL changes, so an idle host
+//! spawns nothing; a backoff is honoured by the child, so the daemon never
+//! opens SQLite for it.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
@@ -31,7 +36,6 @@ use crate::daemon::messages::{ExportReason, ExportRequest};
 use crate::event_log;
 use crate::paths::{Paths, TimeScale};
 use crate::sink;
-use crate::sink::store::ForwardStore;
 
 /// The tick, unscaled (the reference's 60 s).
 const TICK: Duration = Duration::from_secs(60);
@@ -86,6 +90,7 @@ impl ExporterHandle {
             period,
             next_tick: Instant::now() + offset,
             invalid_schedules: Vec::new(),
+            settled: HashMap::new(),
             _exit_guard: exit_guard,
         };
         let thread = std::thread::Builder::new()
@@ -130,8 +135,40 @@ struct ExporterActor {
     next_tick: Instant,
     /// Instances whose bad schedule was already logged (logged once).
     invalid_schedules: Vec<String>,
+    /// Per instance, what the files an export depends on looked like when
+    /// its last export left nothing behind: while they look the same there
+    /// is nothing to send, and no child is spawned.
+    settled: HashMap<String, Fingerprint>,
     /// Dropped when the thread ends, however it ends.
     _exit_guard: Sender<()>,
+}
+
+/// The files an export's outcome depends on: where it sends (the URL), who
+/// it is (the identity), and what it reads (the cache and its log). Sizes
+/// and modification times: a commit, a checkpoint, a new enrolment or a
+/// new cache each change one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    url: String,
+    files: Vec<Option<(u64, std::time::SystemTime)>>,
+}
+
+impl Fingerprint {
+    fn of(paths: &Paths, sink: &CentralSink) -> Fingerprint {
+        let db = paths.cache_db();
+        let wal = db.with_file_name("cache.db-wal");
+        let files = [db, wal, paths.identity()]
+            .iter()
+            .map(|path| {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.len(), meta.modified().ok()?))
+            })
+            .collect();
+        Fingerprint {
+            url: sink.url.clone(),
+            files,
+        }
+    }
 }
 
 impl ExporterActor {
@@ -185,7 +222,16 @@ impl ExporterActor {
                 return;
             }
             match instance {
-                Ok(sink) if self.is_due(&sink, now) => self.export(&sink),
+                Ok(sink) if self.is_due(&sink, now) => {
+                    let before = Fingerprint::of(&self.setup.paths, &sink);
+                    if self.settled.get(&sink.name) == Some(&before) {
+                        continue;
+                    }
+                    match self.export(&sink) {
+                        true => self.settled.insert(sink.name.clone(), before),
+                        false => self.settled.remove(&sink.name),
+                    };
+                }
                 Ok(_) => {}
                 Err(err) => event_log::warn(
                     "central.forward.instance_invalid",
@@ -195,7 +241,8 @@ impl ExporterActor {
         }
     }
 
-    /// The schedule matches this minute (UTC) and no backoff holds it.
+    /// The schedule matches this minute (UTC). A backoff is the child's to
+    /// honour (it reads `forward.db`; the daemon stays off SQLite).
     fn is_due(&mut self, sink: &CentralSink, now: Timestamp) -> bool {
         let expression = sink.schedule.as_deref().unwrap_or(cron::EVERY_MINUTE);
         let schedule = match Schedule::parse(expression) {
@@ -212,20 +259,12 @@ impl ExporterActor {
             }
         };
         self.invalid_schedules.retain(|name| name != &sink.name);
-        if !schedule.matches(now) {
-            return false;
-        }
-        let next_attempt =
-            ForwardStore::open_read_only(&self.setup.paths.sink_instance_dir(&sink.name))
-                .ok()
-                .flatten()
-                .and_then(|store| store.export_state().ok())
-                .and_then(|state| state.next_attempt_at)
-                .and_then(|at| crate::time::parse_iso(&at));
-        next_attempt.is_none_or(|next| next <= now)
+        schedule.matches(now)
     }
 
-    fn export(&self, sink: &CentralSink) {
+    /// Run one export child; true when it left nothing to send (every row
+    /// up to its start is settled).
+    fn export(&self, sink: &CentralSink) -> bool {
         let spec = ChildSpec {
             program: self.setup.exe.clone(),
             args: vec![
@@ -262,6 +301,8 @@ impl ExporterActor {
             "error": summary.get("error"),
             "stderr": run.stderr_tail,
         });
+        let settled = matches!(run.outcome, ChildOutcome::Exited(0))
+            && matches!(status, Some("exported" | "nothing_to_send"));
         // One line per export that did something; an idle minute logs at debug.
         match (&run.outcome, status) {
             (ChildOutcome::Cancelled, _) | (ChildOutcome::Exited(0), Some("nothing_to_send")) => {
@@ -270,5 +311,6 @@ impl ExporterActor {
             (ChildOutcome::Exited(0), _) => event_log::info("central.forward.export", fields),
             _ => event_log::warn("central.forward.export", fields),
         }
+        settled
     }
 }

@@ -281,6 +281,18 @@ fn export_running(paths: &Paths, instance: &str) -> bool {
     true
 }
 
+/// Whether the instance's last failure (or a `Retry-After`) set a next
+/// attempt that has not come yet.
+pub fn waiting_for_backoff(paths: &Paths, instance: &str, now: Timestamp) -> bool {
+    ForwardStore::open_read_only(&paths.sink_instance_dir(instance))
+        .ok()
+        .flatten()
+        .and_then(|store| store.export_state().ok())
+        .and_then(|state| state.next_attempt_at)
+        .and_then(|at| crate::time::parse_iso(&at))
+        .is_some_and(|next| next > now)
+}
+
 /// The deadline of a live first-sync hold (`deadline_ms` in the future).
 /// A missing, malformed or past marker is no hold.
 pub fn first_sync_hold(paths: &Paths, now: Timestamp) -> Option<Timestamp> {
