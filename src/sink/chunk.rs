@@ -31,6 +31,7 @@ pub struct ChunkRow {
     /// The row's cache sequence (its rowid).
     pub seq: i64,
     pub part_id: String,
+    pub hash: PartHash,
     /// Where its line starts in the body.
     pub start: usize,
 }
@@ -40,6 +41,8 @@ pub struct ChunkRow {
 pub struct Chunk {
     pub body: Vec<u8>,
     pub rows: Vec<ChunkRow>,
+    /// [`body_digest`] of the body, once [`Chunk::seal`] computed it.
+    digest: Option<String>,
 }
 
 impl Chunk {
@@ -49,19 +52,42 @@ impl Chunk {
         Chunk {
             body: Vec::with_capacity(MAX_BYTES + 256 * 1024),
             rows: Vec::with_capacity(MAX_ROWS),
+            digest: None,
         }
     }
 
-    /// Add one row whose line (with its `\n`) `append` writes to the body.
-    pub fn push(&mut self, seq: i64, part_id: &str, append: impl FnOnce(&mut Vec<u8>)) {
+    /// Add one row (`hash` = [`part_hash`] of `part_id`) whose line, with
+    /// its `\n`, `append` writes to the body.
+    pub fn push(
+        &mut self,
+        seq: i64,
+        part_id: &str,
+        hash: PartHash,
+        append: impl FnOnce(&mut Vec<u8>),
+    ) {
         let start = self.body.len();
         append(&mut self.body);
         debug_assert_eq!(self.body.last(), Some(&b'\n'));
+        self.digest = None;
         self.rows.push(ChunkRow {
             seq,
             part_id: part_id.to_string(),
+            hash,
             start,
         });
+    }
+
+    /// Compute the body's digest now (on the thread that filled it, so the
+    /// sending thread does not have to).
+    pub fn seal(&mut self) {
+        self.digest = Some(body_digest(&self.body));
+    }
+
+    /// The body's digest (computed here unless [`Chunk::seal`] did).
+    pub fn digest(&self) -> String {
+        self.digest
+            .clone()
+            .unwrap_or_else(|| body_digest(&self.body))
     }
 
     /// Whether the chunk must be sent before another row is added.
@@ -75,10 +101,7 @@ impl Chunk {
 
     /// The rows' part hashes, 16 bytes each, in order.
     pub fn part_hashes(&self) -> Vec<PartHash> {
-        self.rows
-            .iter()
-            .map(|row| part_hash(&row.part_id))
-            .collect()
+        self.rows.iter().map(|row| row.hash).collect()
     }
 
     /// The two halves of a chunk of two or more rows (the lines are copied,
@@ -105,6 +128,7 @@ impl Chunk {
         Chunk {
             body: self.body[first..last].to_vec(),
             rows,
+            digest: None,
         }
     }
 }
@@ -152,7 +176,10 @@ mod tests {
         let mut chunks = Vec::new();
         let mut chunk = Chunk::default();
         for (seq, text) in lines.enumerate() {
-            chunk.push(seq as i64 + 1, &format!("p{seq}"), |out| line(out, &text));
+            let part_id = format!("p{seq}");
+            chunk.push(seq as i64 + 1, &part_id, part_hash(&part_id), |out| {
+                line(out, &text)
+            });
             if chunk.is_full() {
                 chunks.push(std::mem::take(&mut chunk));
             }

@@ -399,7 +399,8 @@ impl<'a> Export<'a> {
             let Some((seq, line)) = found else {
                 continue;
             };
-            chunk.push(seq, &row.part_id, |out| out.extend_from_slice(&line));
+            let hash = chunk::part_hash(&row.part_id);
+            chunk.push(seq, &row.part_id, hash, |out| out.extend_from_slice(&line));
             if chunk.is_full() {
                 self.uplink.send_retry(std::mem::take(&mut chunk))?;
             }

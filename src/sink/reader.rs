@@ -111,7 +111,7 @@ impl ChunkReader<'_> {
                             }
                         }
                     }
-                    chunk.push(seq, &part_id, |out| {
+                    chunk.push(seq, &part_id, hash, |out| {
                         wire::append_line(out, kinds, &values[1..])
                     });
                     !chunk.is_full()
@@ -121,6 +121,7 @@ impl ChunkReader<'_> {
                 return Err(failure);
             }
             if chunk.is_full() || read < READ_BATCH {
+                chunk.seal();
                 return Ok(last.map(|(to_seq, to_part_hash)| Filled {
                     chunk,
                     to_seq,

@@ -142,7 +142,7 @@ impl Uplink<'_> {
                 }
                 let (left, right) = chunk.split();
                 let left_end = left.rows.last().expect("a split half has rows");
-                let (left_seq, left_hash) = (left_end.seq, part_hash(&left_end.part_id));
+                let (left_seq, left_hash) = (left_end.seq, left_end.hash);
                 self.send_rows(mark, left, left_seq, left_hash)?;
                 self.send_rows(mark, right, to_seq, to_part_hash)
             }
@@ -200,7 +200,7 @@ impl Uplink<'_> {
         to_seq: i64,
         to_part_hash: PartHash,
     ) -> Intent {
-        let body_sha256 = chunk::body_digest(&chunk.body);
+        let body_sha256 = chunk.digest();
         Intent {
             batch_id: chunk::batch_id(&self.installation_id, SIGNAL, position, &body_sha256),
             kind,
