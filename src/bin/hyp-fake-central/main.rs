@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! hyp-fake-central [--port N] [--url-file F] [--token T]... [--data-dir D]
-//!                  [--exit-on-stdin-eof] [--tls-cert PEM --tls-key PEM]
+//!                  [--check-after-answering] [--exit-on-stdin-eof]
+//!                  [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! - `--port N`: port on 127.0.0.1 (default 0 = an ephemeral port).
@@ -24,6 +25,11 @@
 //!   issued; scripts, knobs, the served config and the request log start
 //!   empty. Without it, a fresh directory under the system temp dir, removed
 //!   again on a clean exit (SIGTERM, SIGINT, shutdown, stdin EOF).
+//! - `--check-after-answering`: for `make bench`, answer an ingest request
+//!   as soon as its body is stored, then parse its lines (a violation is
+//!   still listed, but the request was already answered 202) and log it, so
+//!   the server's checks, which a real central runs on its own machine, do
+//!   not hold the client between chunks on a 2-core box.
 //! - `--exit-on-stdin-eof`: exit 0 when stdin reaches EOF (for a parent that
 //!   wants the server to die with it; off by default so `</dev/null` works).
 //! - `--tls-cert PEM --tls-key PEM`: speak HTTPS (admin API included) with
@@ -235,11 +241,12 @@ fn parse_args() -> Result<Args, String> {
             "--url-file" => args.url_file = Some(PathBuf::from(value("--url-file")?)),
             "--token" => args.tokens.push(value("--token")?),
             "--data-dir" => args.data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--check-after-answering" => ingest::check_after_answering(),
             "--exit-on-stdin-eof" => args.exit_on_stdin_eof = true,
             "--tls-cert" => args.tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
             "--tls-key" => args.tls_key = Some(PathBuf::from(value("--tls-key")?)),
             "-h" | "--help" => {
-                return Err("usage: hyp-fake-central [--port N] [--url-file F] [--token T]... [--data-dir D] [--exit-on-stdin-eof] [--tls-cert PEM --tls-key PEM]".into());
+                return Err("usage: hyp-fake-central [--port N] [--url-file F] [--token T]... [--data-dir D] [--check-after-answering] [--exit-on-stdin-eof] [--tls-cert PEM --tls-key PEM]".into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
