@@ -48,23 +48,32 @@ pub fn row_count(db: &Path) -> Result<u64, String> {
 /// mid-transaction, so the file is opened `immutable` (no `-shm` is
 /// created); otherwise a plain read-only connection joins the writer's WAL.
 pub fn open_snapshot(db: &Path) -> rusqlite::Result<Connection> {
-    let wal = db.with_file_name(format!(
-        "{}-wal",
-        db.file_name()
-            .map(|name| name.to_string_lossy())
-            .unwrap_or_default()
-    ));
+    if wal_path(db).exists() {
+        open_shared(db)
+    } else {
+        open_uri(db, "immutable=1")
+    }
+}
+
+/// A read-only connection that joins a writer's WAL (never `immutable`).
+pub fn open_shared(db: &Path) -> rusqlite::Result<Connection> {
+    open_uri(db, "mode=ro")
+}
+
+fn open_uri(db: &Path, mode: &str) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let uri = if wal.exists() {
-        format!("file:{}?mode=ro", uri_path(db))
-    } else {
-        format!("file:{}?immutable=1", uri_path(db))
-    };
-    let connection = Connection::open_with_flags(uri, flags)?;
-    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let connection = Connection::open_with_flags(format!("file:{}?{mode}", uri_path(db)), flags)?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(connection)
+}
+
+/// `cache.db-wal` beside `cache.db`.
+pub fn wal_path(db: &Path) -> std::path::PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push("-wal");
+    db.with_file_name(name)
 }
 
 /// `path` for an SQLite `file:` URI: the three characters a URI path

@@ -385,7 +385,7 @@ impl Ledger {
         if !db.exists() {
             return None;
         }
-        let quiet = !wal_path(db).exists();
+        let quiet = !super::query::wal_path(db).exists();
         let ledger = if quiet {
             Ledger::read_with(db, true).or_else(|_| Ledger::read_with(db, false))
         } else {
@@ -395,14 +395,11 @@ impl Ledger {
     }
 
     fn read_with(db: &Path, immutable: bool) -> Result<Ledger, rusqlite::Error> {
-        let mode = if immutable { "immutable=1" } else { "mode=ro" };
-        let conn = Connection::open_with_flags(
-            format!("file:{}?{mode}", uri_path(db)),
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_URI
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let conn = if immutable {
+            super::query::open_snapshot(db)?
+        } else {
+            super::query::open_shared(db)?
+        };
         let files = {
             let mut statement = conn.prepare(LEDGER_QUERY)?;
             let rows = statement.query_map([], |row| {
@@ -459,28 +456,6 @@ impl Ledger {
                 _ => None,
             })
     }
-}
-
-/// `cache.db-wal` beside `cache.db`.
-fn wal_path(db: &Path) -> PathBuf {
-    let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push("-wal");
-    db.with_file_name(name)
-}
-
-/// `path` for an SQLite `file:` URI, with the three characters a URI path
-/// cannot carry as they are (`%`, `?`, `#`) percent-encoded.
-fn uri_path(path: &Path) -> String {
-    let mut out = String::new();
-    for ch in path.display().to_string().chars() {
-        match ch {
-            '%' => out.push_str("%25"),
-            '?' => out.push_str("%3f"),
-            '#' => out.push_str("%23"),
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Open the cache read-only (`query_only` too), failing when it is absent.

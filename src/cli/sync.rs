@@ -183,17 +183,8 @@ fn dry_run(planned: &[Planned], failed: Vec<InstanceReport>, json: bool) -> Resu
     if json {
         let mut sinks: Vec<InstanceReport> = planned
             .iter()
-            .map(|planned| InstanceReport {
-                instance: planned.sink.name.clone(),
-                status: SyncStatus::NothingToSend,
-                rows_sent: 0,
-                bytes_sent: 0,
-                chunks: 0,
-                rows_withheld: 0,
-                rows_quarantined: 0,
-                pending_rows: planned.rows,
-                error: None,
-                interrupted: false,
+            .map(|planned| {
+                InstanceReport::unsent(&planned.sink.name, SyncStatus::NothingToSend, planned.rows)
             })
             .collect();
         sinks.extend(failed);

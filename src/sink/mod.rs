@@ -177,36 +177,37 @@ pub struct InstanceReport {
 }
 
 impl InstanceReport {
-    pub fn failed(instance: &str, failure: &Failure, pending_rows: u64) -> InstanceReport {
+    /// A report of nothing sent (the counters zero).
+    pub fn unsent(instance: &str, status: SyncStatus, pending_rows: u64) -> InstanceReport {
         InstanceReport {
             instance: instance.to_string(),
-            status: SyncStatus::Failed,
+            status,
             rows_sent: 0,
             bytes_sent: 0,
             chunks: 0,
             rows_withheld: 0,
             rows_quarantined: 0,
             pending_rows,
+            error: None,
+            interrupted: false,
+        }
+    }
+
+    pub fn failed(instance: &str, failure: &Failure, pending_rows: u64) -> InstanceReport {
+        InstanceReport {
             error: Some(failure.message.clone()),
             interrupted: failure.kind == FailureKind::Interrupted,
+            ..InstanceReport::unsent(instance, SyncStatus::Failed, pending_rows)
         }
     }
 
     pub fn held(instance: &str, until: Timestamp, pending_rows: u64) -> InstanceReport {
         InstanceReport {
-            instance: instance.to_string(),
-            status: SyncStatus::Held,
-            rows_sent: 0,
-            bytes_sent: 0,
-            chunks: 0,
-            rows_withheld: 0,
-            rows_quarantined: 0,
-            pending_rows,
             error: Some(format!(
                 "a first-sync hold keeps every export until {}: run 'hyp sync' on a terminal and answer yes to release it",
                 crate::time::iso_ms(until)
             )),
-            interrupted: false,
+            ..InstanceReport::unsent(instance, SyncStatus::Held, pending_rows)
         }
     }
 }

@@ -10,43 +10,12 @@ use serde_json::{Value, json};
 
 use crate::forward_answers::Host;
 use crate::history;
-use crate::support::wait_until;
+use crate::support::{TestDaemon, wait_until};
 
 /// Capture every 30 s (the minimum) is 0.75 s at this scale; the export
 /// tick 1.5 s; probation 3 s.
 const SCALE: &str = "40";
 const WAIT: Duration = Duration::from_secs(40);
-
-/// A `hyp daemon run`, killed on drop unless stopped.
-struct Daemon(std::process::Child);
-
-impl Daemon {
-    fn start(host: &Host) -> Daemon {
-        let child = host
-            .env
-            .command(["daemon", "run"])
-            .spawn()
-            .expect("spawn the daemon");
-        wait_until(WAIT, "the daemon to hold its lock", || {
-            host.env.hyp(["daemon", "status"]).code() == 0
-        });
-        Daemon(child)
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let status = self.0.wait().expect("wait for the daemon");
-        assert_eq!(status.code(), Some(0), "the daemon exits 0 on SIGTERM");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A joined host at `SCALE` with Claude capturing every 30 s and
 /// `claude_config` merged into its plugin config. The plugin comes from the
@@ -99,7 +68,7 @@ fn capture_row(host: &Host) -> Value {
 fn a_joined_daemon_brings_new_sessions_and_appended_lines_to_central_on_its_own() {
     let host = capturing_host(json!({}));
     let first = history::write_session(&host.env, "-p", "s-first", "/home/u/p", 5, 60);
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, WAIT);
     wait_until(WAIT, "the first import on central", || {
         host.stored_part_ids().len() == 5
     });
@@ -144,7 +113,7 @@ fn with_on_join_off_a_sweep_imports_only_what_was_written_after_the_join() {
     let host = capturing_host(json!({"backfill": {"on_join": false}}));
     // History from before the join (its lines a day old).
     let old = history::write_session(&host.env, "-p", "s-old", "/home/u/p", 4, 60);
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, WAIT);
     // Written after the join (stamped a few seconds ahead of now).
     append(&old, &[line_now("s-old", 4, 5), line_now("s-old", 5, 5)]);
     wait_until(WAIT, "the lines written after the join on central", || {
@@ -167,7 +136,7 @@ fn with_on_join_off_a_sweep_imports_only_what_was_written_after_the_join() {
 fn a_failing_sweep_shows_its_error_and_the_next_one_recovers() {
     let host = capturing_host(json!({}));
     let first = history::write_session(&host.env, "-p", "s-first", "/home/u/p", 3, 60);
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, WAIT);
     wait_until(WAIT, "the first import on central", || {
         host.stored_part_ids().len() == 3
     });

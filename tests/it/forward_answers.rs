@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::fake_central::FakeCentral;
 use crate::history;
-use crate::support::{Run, TestEnv, wait_until};
+use crate::support::{Run, TestDaemon, TestEnv, wait_until};
 
 pub const INGEST: &str = "/v1/ingest/proxy";
 const REFRESH: &str = "/v1/identity/refresh";
@@ -827,39 +827,6 @@ const DAEMON_SCALE: &str = "60";
 const POLLS_PER_TICK: usize = 12;
 const DAEMON_WAIT: Duration = Duration::from_secs(30);
 
-/// A `hyp daemon run` of a test, killed on drop if the test did not stop it.
-struct Daemon {
-    child: std::process::Child,
-}
-
-impl Daemon {
-    fn start(host: &Host) -> Daemon {
-        let child = host
-            .env
-            .command(["daemon", "run"])
-            .spawn()
-            .expect("spawn the daemon");
-        wait_until(DAEMON_WAIT, "the daemon to hold its lock", || {
-            host.env.hyp(["daemon", "status"]).code() == 0
-        });
-        Daemon { child }
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait for the daemon");
-        assert_eq!(status.code(), Some(0), "the daemon exits 0 on SIGTERM");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Host {
     fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.env.state_root().join("logs/daemon.log")).unwrap_or_default()
@@ -920,7 +887,7 @@ fn a_daemon_exports_only_when_the_schedule_matches_while_hyp_sync_exports_at_onc
     history::write_history(&host.env, 2, 3, 60);
     host.central
         .serve("rev-1", &host.document(&schedule_not_now()));
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, DAEMON_WAIT);
     host.wait_confirmed("rev-1");
 
     // Backfill-on-join commits the rows and asks for an export, which the
@@ -976,7 +943,7 @@ fn a_malformed_schedule_stops_the_daemons_exports_with_a_diagnostic_but_not_hyp_
     );
     assert_eq!(status["overall"], "degraded");
 
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, DAEMON_WAIT);
     wait_until(DAEMON_WAIT, "the exporter to find the schedule", || {
         !host
             .log_events("central.forward.schedule_invalid")
@@ -1006,7 +973,7 @@ fn a_live_first_sync_hold_holds_the_daemon_and_hyp_sync_yes_until_it_expires() {
     let in_an_hour = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
     host.write_first_sync_hold(in_an_hour);
 
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, DAEMON_WAIT);
     // Each tick runs an export child, which reports `held` and sends nothing.
     wait_until(DAEMON_WAIT, "three export ticks", || {
         host.log_events("central.forward.export").len() >= 3

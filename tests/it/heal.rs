@@ -9,43 +9,12 @@ use serde_json::{Value, json};
 
 use crate::forward_answers::{Host, error_kinds};
 use crate::history;
-use crate::support::wait_until;
+use crate::support::{TestDaemon, wait_until};
 
 /// The worker's periodic look (300 s) is 3 s at this scale; a poll of the
 /// seed (300 s) 3 s too.
 const SCALE: &str = "100";
 const WAIT: Duration = Duration::from_secs(40);
-
-/// A `hyp daemon run`, killed on drop unless stopped.
-struct Daemon(std::process::Child);
-
-impl Daemon {
-    fn start(host: &Host) -> Daemon {
-        let child = host
-            .env
-            .command(["daemon", "run"])
-            .spawn()
-            .expect("spawn the daemon");
-        wait_until(WAIT, "the daemon to hold its lock", || {
-            host.env.hyp(["daemon", "status"]).code() == 0
-        });
-        Daemon(child)
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let status = self.0.wait().expect("wait for the daemon");
-        assert_eq!(status.code(), Some(0), "the daemon exits 0 on SIGTERM");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A joined host at `SCALE` whose local layer enables Claude, with
 /// `sessions` x 5 rows of history.
@@ -90,7 +59,7 @@ fn diagnostic(status: &Value, kind: &str) -> Option<Value> {
 #[test]
 fn a_cache_deleted_emptied_garbled_or_replaced_while_the_daemon_idles_is_imported_again() {
     let (host, rows) = host_with_history(2);
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, WAIT);
     // Rows and the done marker: a marker is written after its child ends.
     let imported = |host: &Host| {
         cache_counts(host) == (rows, rows) && host.status()["client_actions"][0]["state"] == "done"
@@ -166,7 +135,7 @@ fn a_cache_deleted_emptied_garbled_or_replaced_while_the_daemon_idles_is_importe
 fn a_damaged_or_missing_identity_is_enrolled_again_from_the_join_token() {
     let (host, _) = host_with_history(1);
     let identity = host.identity_path();
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, WAIT);
     wait_until(WAIT, "an identity", || identity.is_file());
 
     // Damaged while the daemon holds it: written back at the next poll.
@@ -184,7 +153,7 @@ fn a_damaged_or_missing_identity_is_enrolled_again_from_the_join_token() {
     // Damaged while no daemon runs: the next boot enrols again.
     std::fs::write(&identity, b"garbage").expect("damage the identity");
     let bootstraps = host.central.count("/v1/identity/bootstrap");
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, WAIT);
     wait_until(WAIT, "a new enrolment", || {
         host.central.count("/v1/identity/bootstrap") > bootstraps
             && diagnostic(&host.status(), "identity_unreadable").is_none()
@@ -206,7 +175,7 @@ fn a_damaged_or_missing_identity_is_enrolled_again_from_the_join_token() {
 #[test]
 fn failed_polls_are_shown_and_three_in_a_row_degrade_overall() {
     let (host, _) = host_with_history(1);
-    let daemon = Daemon::start(&host);
+    let daemon = TestDaemon::start(&host.env, WAIT);
     wait_until(WAIT, "a first poll", || {
         host.status()["remote_config"]["last_poll_at"].is_string()
     });

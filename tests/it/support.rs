@@ -204,3 +204,35 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
+
+/// A `hyp daemon run` of a test, started with the env's variables and
+/// waited for (it holds its lock); killed on drop unless stopped.
+pub struct TestDaemon(std::process::Child);
+
+impl TestDaemon {
+    pub fn start(env: &TestEnv, timeout: Duration) -> TestDaemon {
+        let child = env
+            .command(["daemon", "run"])
+            .spawn()
+            .expect("spawn the daemon");
+        wait_until(timeout, "the daemon to hold its lock", || {
+            env.hyp(["daemon", "status"]).code() == 0
+        });
+        TestDaemon(child)
+    }
+
+    /// SIGTERM, and an orderly exit 0.
+    pub fn stop(mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let status = self.0.wait().expect("wait for the daemon");
+        assert_eq!(status.code(), Some(0), "the daemon exits 0 on SIGTERM");
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
