@@ -20,6 +20,16 @@ use crate::units;
 
 /// Export the cache's rows to central now (ignores the schedule and backoff)
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Sends every cached row central does not have yet, in the order the cache got them, \
+and waits first for an export the daemon is already running. Rows of folders marked \
+local-only or ignore and of clients opted out in usage-policy/client-sync.json stay on \
+this machine.
+
+Exit status: 0 when every instance is exported or had nothing to send; 1 when rows \
+remain (failed, partial, held) or this machine is not joined; 2 without a terminal \
+and without --yes; 130/143 when interrupted (the chunk in flight is sent again first \
+next time).")]
 pub struct SyncArgs {
     /// Export only this sink instance (default: every central sink)
     pub instance: Option<String>,
