@@ -3,7 +3,8 @@
 //! A write goes to `<file>.<pid>.<12 hex>.tmp` in the same directory, is
 //! fsynced, renamed over the target, and the directory is fsynced: a crash
 //! leaves the old file or the new one, never a torn one. A stray temp file from
-//! a crash is never read, because readers open only the target name.
+//! a crash is never read, because readers open only the target name, and the
+//! daemon removes those of dead writers at boot ([`remove_stray_temps`]).
 //!
 //! A read never trusts a file: missing, empty, unreadable and not-JSON are
 //! distinct outcomes so status can explain each one and the daemon can carry on.
@@ -196,6 +197,70 @@ pub fn make_private(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))
 }
 
+/// Remove the stray temp files of [`write_bytes`] in `dir` (not below it):
+/// regular files named exactly `<file>.<pid>.<12 lowercase hex>.tmp` whose
+/// writer is gone (`kill(pid, 0)` fails with `ESRCH`) or is this process (a
+/// staged restart execs with the same pid, and at boot nothing of this
+/// image writes yet). A temp of another live process is kept, since it may
+/// be mid-write; so is every other name. Returns how many were removed; a
+/// missing or unreadable `dir` removes nothing.
+pub fn remove_stray_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let own_pid = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(temp_writer_pid) else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+        if is_file
+            && (pid == own_pid || !process_exists(pid))
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        let _ = sync_dir(dir);
+    }
+    removed
+}
+
+/// The writer's pid when `name` is a temp name [`create_temp`] makes:
+/// a non-empty target name, a pid (decimal, no leading zero, a valid
+/// `pid_t`), 12 lowercase hex digits, `.tmp`.
+fn temp_writer_pid(name: &str) -> Option<u32> {
+    let (rest, salt) = name.strip_suffix(".tmp")?.rsplit_once('.')?;
+    let (target, pid) = rest.rsplit_once('.')?;
+    let salt_ok = salt.len() == 12
+        && salt
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
+    let pid_ok =
+        !pid.is_empty() && !pid.starts_with('0') && pid.bytes().all(|byte| byte.is_ascii_digit());
+    if target.is_empty() || !salt_ok || !pid_ok {
+        return None;
+    }
+    pid.parse::<u32>()
+        .ok()
+        .filter(|pid| libc::pid_t::try_from(*pid).is_ok())
+}
+
+/// Whether a process `pid` exists (ours to signal or not): only `ESRCH`
+/// says it does not.
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 sends nothing; it only checks that `pid` exists.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = target
@@ -307,6 +372,83 @@ mod tests {
         write(&path, &json!(["not", "a", "map"])).unwrap();
         let outcome: StateRead<std::collections::BTreeMap<String, u32>> = read(&path);
         assert!(matches!(outcome, StateRead::Invalid(_)));
+    }
+
+    /// A pid no process can have (above any `pid_max`), so `kill` says ESRCH.
+    const DEAD_PID: u32 = i32::MAX as u32;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn stray_temps_of_dead_writers_and_of_this_process_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = std::process::id();
+        let removable = [
+            format!("state.json.{DEAD_PID}.0123456789ab.tmp"),
+            format!("state.json.{own}.abcdefabcdef.tmp"),
+            format!(".hidden.{DEAD_PID}.000000000000.tmp"),
+            format!("generation.{DEAD_PID}.ffffffffffff.tmp"),
+        ];
+        for name in &removable {
+            fs::write(dir.path().join(name), b"{\"half\": ").unwrap();
+        }
+        assert_eq!(remove_stray_temps(dir.path()), removable.len());
+        assert!(names_in(dir.path()).is_empty());
+        assert_eq!(remove_stray_temps(dir.path()), 0);
+    }
+
+    #[test]
+    fn everything_but_a_dead_writers_temp_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // PID 1 is alive (and not ours to signal: EPERM still means alive).
+        let kept = [
+            "state.json".to_string(),
+            "notes.tmp".to_string(),
+            "state.json.1.0123456789ab.tmp".to_string(),
+            format!("state.json.{DEAD_PID}.0123456789AB.tmp"),
+            format!("state.json.{DEAD_PID}.0123456789a.tmp"),
+            format!("state.json.{DEAD_PID}.0123456789abc.tmp"),
+            format!("state.json.{DEAD_PID}.0123456789ag.tmp"),
+            format!("state.json.0{DEAD_PID}.0123456789ab.tmp"),
+            format!("state.json.+{DEAD_PID}.0123456789ab.tmp"),
+            "state.json.0.0123456789ab.tmp".to_string(),
+            "state.json.4294967295.0123456789ab.tmp".to_string(),
+            format!(".{DEAD_PID}.0123456789ab.tmp"),
+            format!("{DEAD_PID}.0123456789ab.tmp"),
+            format!("state.json.{DEAD_PID}.0123456789ab.tmp.bak"),
+            format!("state.json.{DEAD_PID}.0123456789ab.temp"),
+        ];
+        for name in &kept {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        // A directory and a symlink with a dead writer's name are not the
+        // writer's files either.
+        fs::create_dir(dir.path().join(format!("a.{DEAD_PID}.0123456789ab.tmp"))).unwrap();
+        std::os::unix::fs::symlink(
+            "state.json",
+            dir.path().join(format!("b.{DEAD_PID}.0123456789ab.tmp")),
+        )
+        .unwrap();
+        let before = names_in(dir.path());
+        assert_eq!(remove_stray_temps(dir.path()), 0);
+        assert_eq!(names_in(dir.path()), before);
+        assert_eq!(remove_stray_temps(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn the_writers_own_temp_name_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let (temp_path, _file) = create_temp(&dir.path().join("state.json")).unwrap();
+        let name = temp_path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_writer_pid(name), Some(std::process::id()));
+        assert_eq!(remove_stray_temps(dir.path()), 1);
     }
 
     #[test]

@@ -146,9 +146,28 @@ impl EffectiveConfig {
     }
 
     /// The daemon's boot/reload log lines for this merge: one
+    /// `config.layer_unreadable` error per layer that does not load (the
+    /// daemon runs as if it were absent; a missing local file is normal, a
+    /// central layer is missing only behind a dangling pointer), one
     /// `config.local_entry_dropped` warning per drop, and
     /// `config.central_query_ignored`. Status never calls this.
     pub fn log_merge_outcome(&self) {
+        let both = [&self.layers.central, &self.layers.local];
+        for layer in both.into_iter().flatten() {
+            let normal = layer.source == layers::LayerSource::Local && layer.is_missing();
+            if let Some(error) = layer.error().filter(|_| !normal) {
+                crate::event_log::error(
+                    "config.layer_unreadable",
+                    serde_json::json!({
+                        "component": "config",
+                        "layer": layer.source.as_str(),
+                        "path": layer.path.display().to_string(),
+                        "error_kind": error.kind.as_str(),
+                        "message": error.message,
+                    }),
+                );
+            }
+        }
         for dropped in &self.drops {
             let mut fields = serde_json::json!({
                 "component": "config",

@@ -162,6 +162,20 @@ pub fn running_etag(paths: &Paths) -> Option<String> {
     (!etag.is_empty()).then(|| etag.to_string())
 }
 
+/// A slot left without a way to it: neither the `active` pointer nor a
+/// seed names a central layer, yet a slot file exists. Only damage does
+/// this (join and leave remove the slots with the pointer), and the host
+/// then reads as not joined.
+pub fn stranded_slot(paths: &Paths) -> Option<Slot> {
+    let exists = |path: &Path| fs::symlink_metadata(path).is_ok();
+    if config::read_active_pointer(paths).is_some() || exists(&paths.seed()) {
+        return None;
+    }
+    [Slot::A, Slot::B]
+        .into_iter()
+        .find(|slot| exists(&paths.slot(*slot)))
+}
+
 /// The central layer's document, resolved and shape-checked exactly as boot
 /// and status resolve it: the active slot when the pointer resolves, else
 /// the seed; a layer that fails to load counts as absent.
@@ -530,6 +544,12 @@ pub fn evaluate_at_boot_at(paths: &Paths, now: Timestamp) -> BootEvaluation {
         probation: None,
         recovery: None,
     };
+    if let Some(slot) = stranded_slot(paths) {
+        event_log::error(
+            "config.active_pointer_unreadable",
+            json!({"component": "config", "path": paths.active_pointer().display().to_string(), "slot": slot.letter(), "detail": "no central layer: the daemon does not poll"}),
+        );
+    }
     let mut state = read_state(paths);
     let running = running_etag(paths);
     if let (Some(bad), Some(running)) = (&state.bad_etag, &running)

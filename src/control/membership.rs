@@ -110,6 +110,12 @@ pub fn installation_id(paths: &Paths) -> Result<String, statefile::WriteError> {
     if let Some(installation) = read_installation(paths) {
         return Ok(installation.installation_id);
     }
+    if let Some(problem) = installation_problem(paths) {
+        crate::event_log::error(
+            "installation.unreadable",
+            json!({"path": paths.installation().display().to_string(), "message": problem, "detail": "replaced by a new installation id"}),
+        );
+    }
     let installation = Installation {
         installation_id: new_installation_id(),
         created_at: crate::time::now_iso(),
@@ -137,13 +143,29 @@ pub fn read_installation_id(paths: &Paths) -> Option<String> {
     read_installation(paths).map(|installation| installation.installation_id)
 }
 
+/// Why `installation.json` is present but holds no usable id (for status
+/// and the log); `None` when it is missing or fine.
+pub fn installation_problem(paths: &Paths) -> Option<String> {
+    let path = paths.installation();
+    match statefile::read::<Installation>(&path) {
+        statefile::StateRead::Ok(installation) if has_usable_id(&installation) => None,
+        statefile::StateRead::Ok(_) => Some(format!(
+            "{} has no 32-hex-digit installation_id",
+            path.display()
+        )),
+        other => other.problem(&path),
+    }
+}
+
 fn read_installation(paths: &Paths) -> Option<Installation> {
     statefile::read::<Installation>(&paths.installation())
         .ok()
-        .filter(|installation| {
-            let id = &installation.installation_id;
-            id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit())
-        })
+        .filter(has_usable_id)
+}
+
+fn has_usable_id(installation: &Installation) -> bool {
+    let id = &installation.installation_id;
+    id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// 16 random bytes from the kernel, as hex; the clock, pid and std's

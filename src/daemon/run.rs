@@ -31,7 +31,6 @@ use crate::daemon::status_file::{self, DaemonState, StatusWriter};
 use crate::daemon::watchdog::Watchdog;
 use crate::event_log;
 use crate::paths::{Paths, TimeScale};
-use crate::statefile::WriteError;
 
 /// Grace for an in-flight poll when the poll thread is stopped.
 const POLL_STOP_GRACE_SECS: u64 = 1;
@@ -66,7 +65,6 @@ pub enum DaemonError {
         source: io::Error,
     },
     Signals(io::Error),
-    PidFile(WriteError),
     Worker(io::Error),
 }
 
@@ -86,7 +84,6 @@ impl fmt::Display for DaemonError {
                 path.display()
             ),
             DaemonError::Signals(err) => write!(f, "cannot install signal handlers: {err}"),
-            DaemonError::PidFile(err) => write!(f, "{err}"),
             DaemonError::Worker(err) => write!(f, "cannot start the worker thread: {err}"),
         }
     }
@@ -96,9 +93,9 @@ impl std::error::Error for DaemonError {}
 
 /// Run the daemon in this process until it is stopped or restarts itself.
 /// `time_scale` was parsed before this is called (a bad value never boots).
-/// Boot order is the contract's: lock, pid file, `starting`, boot
-/// evaluation, config, marker recovery, worker, poll thread, boot pass,
-/// `healthy`.
+/// Boot order is the contract's: lock, pid file, `starting`, (stray temp
+/// files removed,) boot evaluation, config, marker recovery, worker, poll
+/// thread, boot pass, `healthy`.
 pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonError> {
     one_allocator_arena();
     // Handlers first (they touch nothing on disk): from the moment the lock
@@ -106,6 +103,7 @@ pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonErr
     let signals = signals::forward().map_err(DaemonError::Signals)?;
     let lock = take_lock(paths)?;
     let status = announce(paths, time_scale)?;
+    remove_stray_temps(paths);
     let mut daemon = boot(paths, time_scale, lock, status, signals)?;
     let _ =
         crate::cli::output::stdout_text(&format!("daemon: running (pid={})\n", std::process::id()));
@@ -146,14 +144,25 @@ fn announce(paths: &Paths, time_scale: TimeScale) -> Result<StatusWriter, Daemon
         started_at: started_at.clone(),
         mode: "foreground".into(),
     };
-    pid_file::write(paths, &pid_file).map_err(DaemonError::PidFile)?;
+    // The lock, not the pid file, says a daemon runs: a pid file that
+    // cannot be written (a directory in its place) is reported, not fatal.
+    let pid_file_written = pid_file::write(paths, &pid_file);
     let mut status = StatusWriter::new(paths, &run_id, &started_at, time_scale.factor());
+    if let Err(err) = &pid_file_written {
+        status.warn(format!("pid_file_write_failed: {err}"));
+    }
     status.write(DaemonState::Starting);
     if let Err(err) = event_log::install(&paths.daemon_log(), &run_id) {
         crate::cli::output::warning(&format!(
             "cannot open the daemon log {}: {err} (running without it)",
             paths.daemon_log().display()
         ));
+    }
+    if let Err(err) = pid_file_written {
+        event_log::error(
+            "daemon.pid_file_write_failed",
+            json!({"message": err.to_string()}),
+        );
     }
     event_log::info(
         "daemon.starting",
@@ -164,6 +173,38 @@ fn announce(paths: &Paths, time_scale: TimeScale) -> Result<StatusWriter, Daemon
         }),
     );
     Ok(status)
+}
+
+/// Remove the stray temp files a killed writer left in every directory the
+/// atomic writer writes into. Right after the lock and the pid file, before
+/// any thread of this image writes.
+fn remove_stray_temps(paths: &Paths) {
+    let mut dirs = vec![
+        paths.state_root(),
+        paths.control_dir(),
+        paths.run_dir(),
+        paths.identity_dir(),
+        paths.usage_policy_dir(),
+        paths.cache_dir(),
+    ];
+    // Every sink instance directory, configured or not, sits beside this one.
+    if let Some(instances) = paths.sink_instance_dir("central").parent()
+        && let Ok(entries) = std::fs::read_dir(instances)
+    {
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+                .map(|entry| entry.path()),
+        );
+    }
+    let removed: usize = dirs
+        .iter()
+        .map(|dir| crate::statefile::remove_stray_temps(dir))
+        .sum();
+    if removed > 0 {
+        event_log::info("daemon.stray_temps_removed", json!({"count": removed}));
+    }
 }
 
 /// From boot evaluation to `healthy`: the engine, config, markers, threads

@@ -411,7 +411,11 @@ pub fn overview(paths: &Paths, instance: &str, joined: bool, now: Timestamp) -> 
         }
     };
     if let Some(store) = &store {
-        let state = store.export_state().unwrap_or_default();
+        // Opening reads nothing: a garbled, emptied or cut file fails here.
+        let state = store.export_state().unwrap_or_else(|err| {
+            view.unreadable = Some(err.to_string());
+            Default::default()
+        });
         if let Some(target) = current_target(paths, store) {
             let totals = store.totals(target).unwrap_or_default();
             view.rows_sent_total = totals.rows_sent;

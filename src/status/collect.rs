@@ -41,7 +41,7 @@ pub fn collect(paths: &Paths) -> StatusReport {
         config_layers: config_layers(&effective),
         remote_config,
         client_actions: client_actions(paths, &effective, &mut diagnostics),
-        capture: capture(paths, &effective),
+        capture: capture(paths, &effective, &mut diagnostics),
         diagnostics,
     };
     StatusReport {
@@ -178,7 +178,9 @@ fn sink_rows(
             let forward = (plugin == catalog::CENTRAL_PLUGIN).then(|| {
                 let overview =
                     crate::sink::overview(paths, instance, effective.has_central_layer, now);
-                forward_diagnostics(instance, sink, &overview, now, diagnostics);
+                let forward_db =
+                    crate::sink::store::ForwardStore::db_path(&paths.sink_instance_dir(instance));
+                forward_diagnostics(instance, sink, &overview, &forward_db, now, diagnostics);
                 overview
             });
             SinkRow {
@@ -207,7 +209,10 @@ fn identity(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Di
         StateRead::Ok(_) => return,
         StateRead::Missing => (
             "identity_missing",
-            "this machine has no central credential yet".to_string(),
+            format!(
+                "this machine has no central credential yet ({} is missing)",
+                path.display()
+            ),
         ),
         other => (
             "identity_unreadable",
@@ -236,9 +241,41 @@ fn identity(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Di
     diagnostics.push(diagnostic);
 }
 
-/// A usage-policy file that cannot be read stops every export (fail closed).
+/// A damaged `installation.json`: the daemon replaces it with a new id at
+/// its next start (a missing one is made by `hyp join` or the daemon).
+fn installation(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) {
+    let Some(problem) = crate::control::membership::installation_problem(paths) else {
+        return;
+    };
+    diagnostics.push(Diagnostic::warning(
+        "installation_unreadable",
+        format!(
+            "{problem} - the daemon replaces it with a new installation id at its next start, which moves this host's poll and export times and batch ids"
+        ),
+        &[
+            "hyp daemon restart",
+            &format!(
+                "remove {} first if it is not a file",
+                paths.installation().display()
+            ),
+        ],
+    ));
+}
+
+/// A usage-policy file that cannot be read stops every export (fail closed)
+/// and, for the local-only list, every import; a damaged first-sync hold
+/// reads as no hold.
 fn usage_policy(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Vec<Diagnostic>) {
+    first_sync_hold(paths, diagnostics);
     if !effective.has_central_layer {
+        let list = paths.local_only_list();
+        if let Err(err) = crate::backfill::usage_policy::UsagePolicy::load(&list) {
+            diagnostics.push(Diagnostic::error(
+                "usage_policy_unreadable",
+                format!("{err}, so 'hyp backfill' imports nothing until it is fixed: correct or remove it"),
+                &[&format!("fix or remove {}, then 'hyp backfill'", list.display())],
+            ));
+        }
         return;
     }
     if let Err(err) = crate::sink::privacy::Privacy::load(paths) {
@@ -253,6 +290,24 @@ fn usage_policy(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut Ve
     }
 }
 
+/// A first-sync hold file that exists but cannot be read holds nothing:
+/// exports go on as if it were absent (as every reader takes it).
+fn first_sync_hold(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) {
+    let path = paths.first_sync_hold();
+    let problem = match statefile::read_value(&path) {
+        StateRead::Ok(hold) if hold.get("deadline_ms").is_some_and(Value::is_i64) => None,
+        StateRead::Ok(_) => Some(format!("{} has no integer deadline_ms", path.display())),
+        other => other.problem(&path),
+    };
+    if let Some(problem) = problem {
+        diagnostics.push(Diagnostic::warning(
+            "first_sync_hold_unreadable",
+            format!("{problem} - read as no hold: exports are not held"),
+            &[&format!("remove {}", path.display())],
+        ));
+    }
+}
+
 /// What a person must know about a central sink's exports: refused rows,
 /// rows stuck behind failures, a schedule or policy that stops them, state
 /// that cannot be read.
@@ -260,6 +315,7 @@ fn forward_diagnostics(
     instance: &str,
     sink: &Value,
     overview: &crate::sink::SinkOverview,
+    forward_db: &Path,
     now: Timestamp,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -312,13 +368,26 @@ fn forward_diagnostics(
         ));
     }
     if let Some(error) = &overview.unreadable {
-        diagnostics.push(Diagnostic::warning(
-            "forward_state_unreadable",
-            format!("{error} - export progress is unknown"),
-            &[&format!(
-                "hyp sync {name}   (an export rebuilds what it can)"
-            )],
-        ));
+        // An emptied file gets its tables back at the next export; anything
+        // else (a garbled or cut database, a directory) fails every export.
+        let emptied =
+            fs::symlink_metadata(forward_db).is_ok_and(|meta| meta.is_file() && meta.len() == 0);
+        diagnostics.push(if emptied {
+            Diagnostic::warning(
+                "forward_state_unreadable",
+                format!("{error} - export progress is unknown"),
+                &[&format!("hyp sync {name}   (an export rebuilds what it can)")],
+            )
+        } else {
+            Diagnostic::error(
+                "forward_state_unreadable",
+                format!("{error} - export progress is unknown and every export of '{name}' fails until it is moved away"),
+                &[&format!(
+                    "mv {0} {0}.damaged, then 'hyp sync {name}'   (the export starts again from the first cached row)",
+                    forward_db.display()
+                )],
+            )
+        });
     }
 }
 
@@ -344,8 +413,15 @@ fn daemon_summary(
         }
     };
     let status_file = match statefile::read_value(&paths.status_file()) {
-        StateRead::Ok(value) => Some(value),
+        StateRead::Ok(value) if value.is_object() => Some(value),
         StateRead::Missing => None,
+        StateRead::Ok(_) => {
+            errors.push(format!(
+                "{} is not a JSON object",
+                paths.status_file().display()
+            ));
+            None
+        }
         other => {
             errors.extend(other.problem(&paths.status_file()));
             None
@@ -386,6 +462,7 @@ fn daemon_summary(
         });
     }
     identity(paths, effective, diagnostics);
+    installation(paths, diagnostics);
     DaemonSummary {
         installed,
         running,
@@ -427,6 +504,7 @@ fn cache_summary(
     if let Some(note) = set_aside_copies(&paths.cache_dir()) {
         diagnostics.push(note);
     }
+    diagnostics.extend(cache_generation(&paths.cache_db()));
     stale_imports(paths, effective, diagnostics);
     let retention_days = if retention_days.fract() == 0.0 && retention_days <= u64::MAX as f64 {
         Value::from(retention_days as u64)
@@ -479,6 +557,37 @@ fn stale_imports(paths: &Paths, effective: &EffectiveConfig, diagnostics: &mut V
             ],
         ));
     }
+}
+
+/// `cache/generation` present but holding no id. A file the next import
+/// replaces (and then imports the history again) is a warning; anything
+/// else in its place makes every import fail, an error.
+fn cache_generation(db: &Path) -> Option<Diagnostic> {
+    let path = crate::cache::generation_path(db);
+    let meta = fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() {
+        return Some(Diagnostic::error(
+            "cache_generation_unreadable",
+            format!(
+                "{} is not a file: every import fails until it is removed",
+                path.display()
+            ),
+            &[&format!("remove {}, then 'hyp backfill'", path.display())],
+        ));
+    }
+    let problem = match fs::read_to_string(&path) {
+        Err(err) => format!("cannot read {}: {err}", path.display()),
+        Ok(text) if text.trim().is_empty() => format!("{} is empty", path.display()),
+        Ok(text) if text.trim().chars().any(char::is_control) => {
+            format!("{} holds no generation id", path.display())
+        }
+        Ok(_) => return None,
+    };
+    Some(Diagnostic::warning(
+        "cache_generation_unreadable",
+        format!("{problem} - the next import writes a new one and imports the history again"),
+        &["hyp backfill   (or wait for the daemon's next look)"],
+    ))
 }
 
 /// A warning naming the damaged caches a backfill moved aside
@@ -560,6 +669,7 @@ fn config_layers(effective: &EffectiveConfig) -> Option<ConfigLayers> {
 }
 
 fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConfig {
+    control_files(paths, diagnostics);
     let running_etag = config::read_active_pointer(paths)
         .and_then(|slot| fs::read_to_string(paths.slot_etag(slot)).ok())
         .map(|etag| etag.trim().to_string())
@@ -567,6 +677,18 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
     let state = match statefile::read_value(&paths.apply_state()) {
         StateRead::Ok(Value::Object(state)) => state,
         StateRead::Missing => Default::default(),
+        StateRead::Unreadable(err) => {
+            // Not a file the engine can replace: every apply fails.
+            diagnostics.push(Diagnostic::error(
+                "remote_config_state_unreadable",
+                format!(
+                    "cannot read {}: {err} - read as empty, and no new central config can be applied until it is removed",
+                    paths.apply_state().display()
+                ),
+                &[&format!("remove {}", paths.apply_state().display())],
+            ));
+            Default::default()
+        }
         other => {
             let problem = other.problem(&paths.apply_state()).unwrap_or_else(|| {
                 format!("{} is not a JSON object", paths.apply_state().display())
@@ -628,19 +750,109 @@ fn remote_config(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) -> RemoteConf
     }
 }
 
+/// The apply engine's files besides `state.json`: an `active` pointer that
+/// names no slot while slots exist (the host then reads as not joined), a
+/// previous slot a rollback could not load, an etag sidecar that holds no
+/// etag. The active slot and the seed are the central layer, reported by
+/// `config_central_unreadable`.
+fn control_files(paths: &Paths, diagnostics: &mut Vec<Diagnostic>) {
+    let Some(active) = config::read_active_pointer(paths) else {
+        let pointer = paths.active_pointer();
+        if let Some(slot) = engine::stranded_slot(paths) {
+            let what = match fs::symlink_metadata(&pointer) {
+                Err(_) => "is missing",
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    "points at neither config.a.json nor config.b.json"
+                }
+                Ok(_) => "is not a symlink to config.a.json or config.b.json",
+            };
+            diagnostics.push(Diagnostic::error(
+                "remote_config_pointer_unreadable",
+                format!(
+                    "{} {what}, though {} exists: this host reads as not joined, so the daemon neither polls central nor forwards anything",
+                    pointer.display(),
+                    paths.slot(slot).display()
+                ),
+                &["hyp join <url> <token>   (re-join to reset the central layer)"],
+            ));
+        }
+        return;
+    };
+    let previous = paths.slot(active.other());
+    if fs::symlink_metadata(&previous).is_ok()
+        && let Err(error) = config::layers::load_layer_file(&previous)
+    {
+        // The next apply writes this slot: a file it replaces; anything
+        // else in its place fails every apply.
+        diagnostics.push(if error.kind == config::layers::LoadErrorKind::Unreadable {
+            Diagnostic::error(
+                "remote_config_slot_unreadable",
+                format!("{error} - the next central config is written there, so none can be applied until it is removed"),
+                &[&format!("remove {}", previous.display())],
+            )
+        } else {
+            Diagnostic::warning(
+                "remote_config_slot_unreadable",
+                format!(
+                    "{error} - it holds the previous central config, which a rollback would return to; the next applied config replaces it"
+                ),
+                &["hyp join <url> <token>   (re-join to reset both slots now)"],
+            )
+        });
+    }
+    let etag = paths.slot_etag(active);
+    if fs::symlink_metadata(&etag).is_ok_and(|meta| !meta.is_file()) {
+        diagnostics.push(Diagnostic::error(
+            "remote_config_etag_unreadable",
+            format!(
+                "{} is not a file - the running etag is unknown, and no central config can be applied into this slot until it is removed",
+                etag.display()
+            ),
+            &[&format!("remove {}", etag.display())],
+        ));
+        return;
+    }
+    let problem = match fs::read_to_string(&etag) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => Some(format!("cannot read {}: {err}", etag.display())),
+        Ok(text) if text.trim().is_empty() => Some(format!("{} is empty", etag.display())),
+        Ok(text) if text.trim().chars().any(char::is_control) => {
+            Some(format!("{} holds no etag", etag.display()))
+        }
+        Ok(_) => None,
+    };
+    if let Some(problem) = problem {
+        diagnostics.push(Diagnostic::warning(
+            "remote_config_etag_unreadable",
+            format!(
+                "{problem} - the running etag is unknown, so the daemon applies central's config again at its next poll"
+            ),
+            &["hyp daemon start   (if no daemon runs: its next apply rewrites the file)"],
+        ));
+    }
+}
+
 /// The capture sweeps of each enabled provider on a joined host: its
 /// policy from config, its last and next sweep from the worker's record.
+/// A damaged record reads as empty and says so in a warning.
 fn capture(
     paths: &Paths,
     effective: &EffectiveConfig,
+    diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<std::collections::BTreeMap<String, CaptureRow>> {
+    let path = crate::actions::capture::capture_file(paths);
+    let read: StateRead<crate::actions::capture::CaptureFile> = statefile::read(&path);
+    if let Some(problem) = read.problem(&path) {
+        diagnostics.push(Diagnostic::warning(
+            "capture_record_unreadable",
+            format!("{problem} - read as empty; the daemon rewrites it after its next sweep"),
+            &[&format!("remove {} if it is not a file", path.display())],
+        ));
+    }
     if !effective.has_central_layer {
         return None;
     }
-    let record: crate::actions::capture::CaptureFile =
-        statefile::read(&crate::actions::capture::capture_file(paths))
-            .ok()
-            .unwrap_or_default();
+    let record = read.ok().unwrap_or_default();
     let running = crate::daemon::running_pid(paths).is_some();
     let rows: std::collections::BTreeMap<String, CaptureRow> =
         crate::actions::backfill_handler::targets(effective)
@@ -741,6 +953,18 @@ fn client_actions(
     let problem = match statefile::read_value(&markers) {
         StateRead::Ok(value) if !value.is_object() => {
             Some(format!("{} is not a JSON object", markers.display()))
+        }
+        StateRead::Unreadable(err) => {
+            // The reconciler refuses to run on a store it cannot read.
+            diagnostics.push(Diagnostic::error(
+                "client_actions_unreadable",
+                format!(
+                    "cannot read {}: {err} - every reconcile pass fails, so no import runs and capture sweeps wait until it is removed",
+                    markers.display()
+                ),
+                &[&format!("remove {}, then 'hyp daemon restart'", markers.display())],
+            ));
+            None
         }
         other => other.problem(&markers),
     };

@@ -19,6 +19,7 @@ mod heal;
 mod history;
 mod join;
 mod query;
+mod state_files;
 mod status;
 mod support;
 mod sync_cli;

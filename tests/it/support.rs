@@ -236,3 +236,22 @@ impl Drop for TestDaemon {
         let _ = self.0.wait();
     }
 }
+
+/// Copy the tree at `from` into `to` (created), keeping symlinks as links,
+/// so one prepared home can seed many tests' homes.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read a directory to copy") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("a file type");
+        if kind.is_symlink() {
+            let link = std::fs::read_link(entry.path()).expect("read a link");
+            std::os::unix::fs::symlink(link, &target).expect("copy a link");
+        } else if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
