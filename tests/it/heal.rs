@@ -136,11 +136,17 @@ fn a_damaged_or_missing_identity_is_enrolled_again_from_the_join_token() {
     let (host, _) = host_with_history(1);
     let identity = host.identity_path();
     let daemon = TestDaemon::start(&host.env, WAIT);
-    wait_until(WAIT, "an identity", || identity.is_file());
+    wait_until(WAIT, "a first poll with an identity", || {
+        identity.is_file() && host.status()["remote_config"]["last_poll_at"].is_string()
+    });
 
     // Damaged while the daemon holds it: written back at the next poll.
+    // The daemon is held still while status looks, or it could repair the
+    // file first.
+    daemon.pause();
     std::fs::write(&identity, b"{\"jwt\": \"trunc").expect("damage the identity");
     let status = host.status();
+    daemon.resume();
     assert!(
         diagnostic(&status, "identity_unreadable").is_some(),
         "{status:#}"

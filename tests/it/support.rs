@@ -221,6 +221,27 @@ impl TestDaemon {
         TestDaemon(child)
     }
 
+    /// Hold the daemon still (SIGSTOP, waited for until the kernel says it
+    /// is stopped) while a test looks at what it would otherwise repair at
+    /// once; [`TestDaemon::resume`] lets it go on.
+    pub fn pause(&self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGSTOP) };
+        let stat = format!("/proc/{}/stat", self.0.id());
+        wait_until(Duration::from_secs(10), "the daemon to stop", || {
+            std::fs::read_to_string(&stat).is_ok_and(|text| {
+                text.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            })
+        });
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
+    }
+
     /// SIGTERM, and an orderly exit 0.
     pub fn stop(mut self) {
         // SAFETY: signalling our own child by pid.
