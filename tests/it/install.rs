@@ -1,9 +1,11 @@
 //! What `make install` ships beside the binary: the completion scripts of
-//! `hyp completions <shell>` and the man pages of the `hyp-man` example.
+//! `hyp completions <shell>` and the man pages of the `hyp-man` example; and
+//! what `hyp daemon install` makes of an installed binary.
 
 use std::process::Command;
+use std::time::Duration;
 
-use crate::support::{TestEnv, example_bin};
+use crate::support::{TestEnv, example_bin, wait_until};
 
 #[test]
 fn bash_completion_registers_hyp_and_completes_subcommands() {
@@ -100,4 +102,200 @@ fn man_generator_without_a_directory_is_a_usage_error() {
         .output()
         .expect("run hyp-man");
     assert_eq!(output.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------------------
+// `hyp daemon install`: the installed binary, linger, `--system`.
+
+/// A `TestEnv` that never reaches the machine's real service manager and
+/// writes system units into its own directory.
+fn service_env() -> TestEnv {
+    let mut env = TestEnv::new();
+    env.set_var("HYP_SERVICE_MANAGER", "none");
+    let system_dir = env.root().join("etc-systemd-system");
+    env.set_var("HYP_SYSTEM_UNIT_DIR", system_dir.display().to_string());
+    env
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The name `loginctl` knows the user running the tests by.
+fn login_name() -> String {
+    let output = Command::new("id").arg("-un").output().expect("run id -un");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Run `command`, again while the freshly copied binary is "text file busy"
+/// (another test thread forked with its write descriptor open).
+fn output_retrying_busy_text(command: &mut Command) -> std::process::Output {
+    let mut finished = None;
+    wait_until(
+        Duration::from_secs(20),
+        "the copied binary to run",
+        || match command.output() {
+            Ok(output) => {
+                finished = Some(output);
+                true
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) => false,
+            Err(err) => panic!("run the copied binary: {err}"),
+        },
+    );
+    finished.expect("ran")
+}
+
+#[test]
+fn install_from_the_build_tree_warns_and_suggests_make_install() {
+    let env = service_env();
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_hyp")).unwrap();
+    env.hyp(["daemon", "install", "--dry-run"])
+        .assert_success()
+        .assert_stdout_contains(&format!("ExecStart={} daemon run", exe.display()))
+        .assert_stderr_contains("warning: the unit points into a build tree")
+        .assert_stderr_contains("make install");
+}
+
+#[test]
+fn install_names_the_installed_binary_and_does_not_warn_outside_a_build_tree() {
+    let env = service_env();
+    let bin_dir = env.root().join("opt/hyp/bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let installed = bin_dir.join("hyp");
+    std::fs::copy(env!("CARGO_BIN_EXE_hyp"), &installed).unwrap();
+    let link = env.root().join("hyp-link");
+    std::os::unix::fs::symlink(&installed, &link).unwrap();
+    let template = env.command(["daemon", "install", "--dry-run"]);
+    let mut command = Command::new(&link);
+    command
+        .args(["daemon", "install", "--dry-run"])
+        .env_clear()
+        .envs(
+            template
+                .get_envs()
+                .filter_map(|(key, value)| Some((key, value?))),
+        );
+    let output = output_retrying_busy_text(&mut command);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let canonical = std::fs::canonicalize(&installed).unwrap();
+    assert!(
+        stdout.contains(&format!("ExecStart={} daemon run", canonical.display())),
+        "the unit runs the binary itself, not the link: {stdout}"
+    );
+    assert!(!stderr.contains("build tree"), "{stderr}");
+}
+
+#[test]
+fn install_hints_enable_linger_unless_the_user_lingers() {
+    let env = service_env();
+    let user = login_name();
+    let run = env.hyp(["daemon", "install", "--dry-run"]).assert_success();
+    let hint = format!("run 'loginctl enable-linger {user}'");
+    if std::path::Path::new("/var/lib/systemd/linger")
+        .join(&user)
+        .exists()
+    {
+        assert!(!run.stderr().contains("enable-linger"), "{}", run.stderr());
+    } else {
+        assert!(run.stderr().contains(&hint), "{}", run.stderr());
+        assert!(run.stderr().contains("has no lingering session"));
+    }
+}
+
+#[test]
+fn system_dry_run_prints_a_root_unit_for_boot_and_writes_nothing() {
+    let mut env = service_env();
+    env.remove_var("HYP_SYSTEM_UNIT_DIR");
+    let run = env
+        .hyp(["daemon", "install", "--system", "--dry-run"])
+        .assert_success()
+        .assert_stdout_contains("service: systemd system unit hypaware.service (dry run")
+        .assert_stdout_contains("target:    /etc/systemd/system/hypaware.service")
+        .assert_stdout_contains("\nUser=root\n")
+        .assert_stdout_contains(&format!(
+            "Environment=\"HYP_HOME={}\"",
+            env.hyp_home().display()
+        ))
+        .assert_stdout_contains("WantedBy=multi-user.target");
+    assert!(
+        !run.stderr().contains("enable-linger"),
+        "a system unit needs no linger: {}",
+        run.stderr()
+    );
+    env.hyp(["daemon", "uninstall", "--system", "--dry-run"])
+        .assert_success();
+}
+
+#[test]
+fn system_install_needs_root() {
+    let env = service_env();
+    let mut command = env.command(["daemon", "install", "--system"]);
+    if is_root() {
+        // Run it as nobody: the check is on the effective uid.
+        std::os::unix::process::CommandExt::uid(&mut command, 65534);
+        std::os::unix::process::CommandExt::gid(&mut command, 65534);
+        command.current_dir("/");
+    }
+    let output = command.output().expect("run hyp");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("hyp daemon install: --system writes ")
+            && stderr
+                .contains("etc-systemd-system/hypaware.service and needs root: run it with sudo"),
+        "{stderr}"
+    );
+    assert!(!env.root().join("etc-systemd-system").exists());
+}
+
+#[test]
+fn system_install_and_uninstall_drive_the_system_manager() {
+    let mut env = service_env();
+    if !is_root() {
+        env.hyp(["daemon", "install", "--system"])
+            .assert_exit(1)
+            .assert_stderr_contains("needs root");
+        return;
+    }
+    let calls = env.root().join("systemctl.calls");
+    let fake = env.write(
+        "bin/fake-systemctl",
+        &format!("#!/bin/sh\necho \"$@\" >> '{}'\n", calls.display()),
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.set_var("HYP_SERVICE_MANAGER", fake.display().to_string());
+    let unit = env.root().join("etc-systemd-system/hypaware.service");
+    env.hyp(["daemon", "install", "--system"])
+        .assert_success()
+        .assert_stdout_contains("Daemon installed (systemd system unit: hypaware.service)");
+    let content = std::fs::read_to_string(&unit).expect("the system unit");
+    assert!(content.contains("\nUser=root\n"), "{content}");
+    let user_unit = env.home().join(".config/systemd/user/hypaware.service");
+    assert!(!user_unit.exists(), "--system writes no user unit");
+    env.hyp(["daemon", "uninstall"])
+        .assert_success()
+        .assert_stdout_contains("daemon: no service installed");
+    env.hyp(["daemon", "uninstall", "--system"])
+        .assert_success()
+        .assert_stdout_contains("Daemon removed (systemd system unit: hypaware.service)");
+    assert!(!unit.exists());
+    env.hyp(["daemon", "uninstall", "--system"])
+        .assert_success()
+        .assert_stdout_contains("daemon: no system service installed");
+    let recorded = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        recorded.lines().collect::<Vec<_>>(),
+        [
+            "daemon-reload",
+            "enable hypaware.service",
+            "restart hypaware.service",
+            "stop hypaware.service",
+            "disable hypaware.service",
+            "daemon-reload",
+        ]
+    );
 }
