@@ -148,12 +148,12 @@ fn start() -> Result<Code, CliError> {
         output::stdout_text(&format!("daemon: already running ({pid})\n"))?;
         return Ok(Code::Ok);
     }
-    if !service::is_installed() {
+    let Some(scope) = service::installed_scope() else {
         return Err(CliError::failed(
             "service not installed (run 'hyp daemon install' first, or 'hyp daemon run' to run in the foreground)",
         ));
-    }
-    match service::systemctl(&["start", UNIT_NAME]) {
+    };
+    match service::systemctl_in(scope, &["start", UNIT_NAME]) {
         Ok(()) => {
             output::stdout_text("daemon: started\n")?;
             Ok(Code::Ok)
@@ -171,14 +171,14 @@ fn stop(timeout: u64) -> Result<Code, CliError> {
     report_stop(&paths, timeout, service_stopped)
 }
 
-/// `systemctl --user stop` when the unit is installed and a manager runs;
+/// `systemctl [--user] stop` when a unit is installed and a manager runs;
 /// true when that succeeded. The lock path after it stops a daemon the
 /// service manager does not know (a foreground one).
 fn stop_service_if_installed() -> bool {
-    if !service::is_installed() {
+    let Some(scope) = service::installed_scope() else {
         return false;
-    }
-    match service::systemctl(&["stop", UNIT_NAME]) {
+    };
+    match service::systemctl_in(scope, &["stop", UNIT_NAME]) {
         Ok(()) => true,
         Err(SystemctlError::Unavailable { .. }) => false,
         Err(err) => {
@@ -217,8 +217,8 @@ fn report_stop(paths: &Paths, timeout: u64, service_stopped: bool) -> Result<Cod
 /// neither, it refuses before touching anything.
 fn restart(timeout: u64) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
-    let manager_problem = if service::is_installed() {
-        match service::systemctl(&["restart", UNIT_NAME]) {
+    let manager_problem = if let Some(scope) = service::installed_scope() {
+        match service::systemctl_in(scope, &["restart", UNIT_NAME]) {
             Ok(()) => {
                 output::stdout_text("daemon: restarted\n")?;
                 return Ok(Code::Ok);

@@ -165,6 +165,19 @@ pub fn is_installed() -> bool {
     unit_path().is_ok_and(|path| path.is_file())
 }
 
+/// The unit `hyp daemon start`, `stop` and `restart` drive: the user unit
+/// when one is installed, else the system unit (a root-run fleet's), whose
+/// `Restart=always` would otherwise undo a stop made by signal.
+pub fn installed_scope() -> Option<UnitScope> {
+    [UnitScope::User, UnitScope::System]
+        .into_iter()
+        .find(|scope| {
+            scope
+                .unit_dir()
+                .is_ok_and(|dir| dir.join(UNIT_NAME).is_file())
+        })
+}
+
 /// Whether the installed unit runs the daemon for `paths`' `HYP_HOME` (a
 /// unit without a `HYP_HOME` line is taken to serve any).
 pub fn serves(paths: &Paths) -> bool {

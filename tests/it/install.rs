@@ -276,6 +276,16 @@ fn system_install_and_uninstall_drive_the_system_manager() {
     assert!(content.contains("\nUser=root\n"), "{content}");
     let user_unit = env.home().join(".config/systemd/user/hypaware.service");
     assert!(!user_unit.exists(), "--system writes no user unit");
+    // start, stop and restart drive the system unit when it is the one installed.
+    env.hyp(["daemon", "stop"])
+        .assert_success()
+        .assert_stdout_contains("daemon: stopped (hypaware.service)");
+    env.hyp(["daemon", "start"])
+        .assert_success()
+        .assert_stdout_contains("daemon: started");
+    env.hyp(["daemon", "restart"])
+        .assert_success()
+        .assert_stdout_contains("daemon: restarted");
     env.hyp(["daemon", "uninstall"])
         .assert_success()
         .assert_stdout_contains("daemon: no service installed");
@@ -292,6 +302,9 @@ fn system_install_and_uninstall_drive_the_system_manager() {
         [
             "daemon-reload",
             "enable hypaware.service",
+            "restart hypaware.service",
+            "stop hypaware.service",
+            "start hypaware.service",
             "restart hypaware.service",
             "stop hypaware.service",
             "disable hypaware.service",
