@@ -233,14 +233,37 @@ fn system_dry_run_prints_a_root_unit_for_boot_and_writes_nothing() {
 #[test]
 fn system_install_needs_root() {
     let env = service_env();
-    let mut command = env.command(["daemon", "install", "--system"]);
-    if is_root() {
-        // Run it as nobody: the check is on the effective uid.
-        std::os::unix::process::CommandExt::uid(&mut command, 65534);
-        std::os::unix::process::CommandExt::gid(&mut command, 65534);
-        command.current_dir("/");
-    }
-    let output = command.output().expect("run hyp");
+    let args = ["daemon", "install", "--system"];
+    let mut command = if is_root() {
+        // Run it as nobody (the check is on the effective uid), from a copy
+        // in this test's own directory opened to all: the checkout may sit
+        // where nobody cannot reach.
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(env.root(), open).unwrap();
+        let copy = env.root().join("bin/hyp");
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_hyp"), &copy).unwrap();
+        let template = env.command(args);
+        let mut command = Command::new(&copy);
+        command
+            .args(args)
+            .env_clear()
+            .envs(
+                template
+                    .get_envs()
+                    .filter_map(|(key, value)| Some((key, value?))),
+            )
+            .stdin(std::process::Stdio::null())
+            .current_dir("/")
+            .uid(65534)
+            .gid(65534);
+        command
+    } else {
+        env.command(args)
+    };
+    let output = output_retrying_busy_text(&mut command);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
