@@ -9,7 +9,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 hyp=$here/target/release/hyp
-central_bin=$here/target/release/hyp-fake-central
+central_bin=$here/target/release/examples/hyp-fake-central
 # The daemon runs the shipped static binary when `make static` built one.
 static=$(ls "$here"/target/*-linux-*/release/hyp 2>/dev/null | head -n 1)
 size_label="static binary"

@@ -30,7 +30,7 @@ if [ ! -x /usr/bin/time ]; then
   (apt-get install -y time >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y time >/dev/null 2>&1)) || true
 fi
 
-examples=(--example parse_baseline --example write_floor)
+examples=(--example parse_baseline --example write_floor --example hyp-fake-central)
 cargo build --release --bins "${examples[@]}" >/dev/null 2>&1 || cargo build --release --bins "${examples[@]}"
 hyp="$here/target/release/hyp"
 baseline="$here/target/release/examples/parse_baseline"
@@ -66,7 +66,7 @@ verdict() { python3 -c "print('ok' if $1 <= $2 else 'MISSED')"; }
 # own machine, not on these 2 cores): rows/s, MB/s of request bodies, wall,
 # CPU and peak RSS of the exporting process, and any line it refused.
 export_to_central() {
-  local central_bin="$here/target/release/hyp-fake-central" url central_pid cpu
+  local central_bin="$here/target/release/examples/hyp-fake-central" url central_pid cpu
   "$central_bin" --url-file "$work/central.url" --token bench-token --data-dir "$work/central" \
     --check-after-answering >"$work/central.log" 2>&1 &
   central_pid=$!

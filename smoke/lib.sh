@@ -8,7 +8,7 @@ set -euo pipefail
 
 SMOKE_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HYP_BIN=${HYP_BIN:-$SMOKE_TOP/target/release/hyp}
-FAKE_CENTRAL_BIN=${FAKE_CENTRAL_BIN:-$SMOKE_TOP/target/release/hyp-fake-central}
+FAKE_CENTRAL_BIN=${FAKE_CENTRAL_BIN:-$SMOKE_TOP/target/release/examples/hyp-fake-central}
 GEN_CORPUS=${GEN_CORPUS:-$SMOKE_TOP/../shared/bench/gen_corpus.py}
 
 SMOKE_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/hyp-smoke.XXXXXX")

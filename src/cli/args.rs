@@ -38,4 +38,5 @@ pub enum Command {
     Actions(crate::cli::actions::ActionsArgs),
     /// Print the version and where hyp keeps its state
     Version,
+    Completions(crate::cli::completions::CompletionsArgs),
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::cli::{CliError, Code, output};
 use crate::daemon::pid_file::{self, PidFileRead};
 use crate::daemon::run::{DaemonError, RunOutcome};
-use crate::daemon::service::{self, SystemctlError, UNIT_NAME};
+use crate::daemon::service::{self, SystemctlError, UNIT_NAME, UnitScope};
 use crate::daemon::signals::DaemonSignal;
 use crate::daemon::{self, RestartOutcome, StopOutcome, lock, logs, status_file};
 use crate::paths::{Paths, TimeScale};
@@ -41,9 +41,10 @@ pub enum DaemonCommand {
     Restart(StopArgs),
     /// Show whether the daemon runs (exit 3 when it does not)
     Status(StatusArgs),
-    /// Install the systemd user unit hypaware.service and start it
+    /// Install the systemd unit hypaware.service, running this hyp binary, and
+    /// start it (a user unit; --system for a root-run fleet)
     Install(ServiceArgs),
-    /// Stop, disable and remove the systemd user unit
+    /// Stop, disable and remove the systemd unit (--system: the system unit)
     Uninstall(ServiceArgs),
     /// Print the last lines of the daemon log (JSON lines)
     Logs(LogsArgs),
@@ -76,6 +77,21 @@ pub struct ServiceArgs {
     /// Show the unit and its paths without changing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// The system unit /etc/systemd/system/hypaware.service, which runs the
+    /// daemon as root from boot, for a fleet whose hosts run their AI clients
+    /// as root (needs root); without it, the user unit of whoever runs hyp
+    #[arg(long)]
+    pub system: bool,
+}
+
+impl ServiceArgs {
+    fn scope(&self) -> UnitScope {
+        if self.system {
+            UnitScope::System
+        } else {
+            UnitScope::User
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -95,8 +111,8 @@ pub fn run(args: DaemonArgs) -> Result<Code, CliError> {
         DaemonCommand::Stop(args) => stop(args.timeout),
         DaemonCommand::Restart(args) => restart(args.timeout),
         DaemonCommand::Status(args) => status(args.json),
-        DaemonCommand::Install(args) => install(args.dry_run),
-        DaemonCommand::Uninstall(args) => uninstall(args.dry_run),
+        DaemonCommand::Install(args) => install(&args),
+        DaemonCommand::Uninstall(args) => uninstall(&args),
         DaemonCommand::Logs(args) => show_logs(&args),
     }
 }
@@ -132,12 +148,12 @@ fn start() -> Result<Code, CliError> {
         output::stdout_text(&format!("daemon: already running ({pid})\n"))?;
         return Ok(Code::Ok);
     }
-    if !service::is_installed() {
+    let Some(scope) = service::installed_scope() else {
         return Err(CliError::failed(
             "service not installed (run 'hyp daemon install' first, or 'hyp daemon run' to run in the foreground)",
         ));
-    }
-    match service::systemctl(&["start", UNIT_NAME]) {
+    };
+    match service::systemctl_in(scope, &["start", UNIT_NAME]) {
         Ok(()) => {
             output::stdout_text("daemon: started\n")?;
             Ok(Code::Ok)
@@ -155,14 +171,14 @@ fn stop(timeout: u64) -> Result<Code, CliError> {
     report_stop(&paths, timeout, service_stopped)
 }
 
-/// `systemctl --user stop` when the unit is installed and a manager runs;
+/// `systemctl [--user] stop` when a unit is installed and a manager runs;
 /// true when that succeeded. The lock path after it stops a daemon the
 /// service manager does not know (a foreground one).
 fn stop_service_if_installed() -> bool {
-    if !service::is_installed() {
+    let Some(scope) = service::installed_scope() else {
         return false;
-    }
-    match service::systemctl(&["stop", UNIT_NAME]) {
+    };
+    match service::systemctl_in(scope, &["stop", UNIT_NAME]) {
         Ok(()) => true,
         Err(SystemctlError::Unavailable { .. }) => false,
         Err(err) => {
@@ -201,8 +217,8 @@ fn report_stop(paths: &Paths, timeout: u64, service_stopped: bool) -> Result<Cod
 /// neither, it refuses before touching anything.
 fn restart(timeout: u64) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
-    let manager_problem = if service::is_installed() {
-        match service::systemctl(&["restart", UNIT_NAME]) {
+    let manager_problem = if let Some(scope) = service::installed_scope() {
+        match service::systemctl_in(scope, &["restart", UNIT_NAME]) {
             Ok(()) => {
                 output::stdout_text("daemon: restarted\n")?;
                 return Ok(Code::Ok);
@@ -458,9 +474,14 @@ fn clean(text: &str) -> String {
     }
 }
 
-fn install(dry_run: bool) -> Result<Code, CliError> {
+fn install(args: &ServiceArgs) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
-    let plan = service::plan(&paths).map_err(|err| CliError::failed(err.to_string()))?;
+    let scope = args.scope();
+    let plan = service::plan(&paths, scope).map_err(|err| CliError::failed(err.to_string()))?;
+    if !args.dry_run {
+        service::require_root(scope, &plan.unit_path, "writes")
+            .map_err(|err| CliError::failed(err.to_string()))?;
+    }
     let summary = format!(
         "  target:    {}\n  bin:       {}\n  hyp_home:  {}\n  config:    {}\n  log:       {}\n",
         plan.unit_path.display(),
@@ -469,18 +490,18 @@ fn install(dry_run: bool) -> Result<Code, CliError> {
         plan.config_path.display(),
         plan.daemon_log.display(),
     );
-    if dry_run {
+    warn_about_executable(&plan.executable);
+    if scope == UnitScope::System {
+        warn_about_foreign_home(&plan.hyp_home);
+    }
+    if args.dry_run {
         output::stdout_text(&format!(
-            "service: systemd user unit {UNIT_NAME} (dry run: nothing written)\n{summary}--- content ---\n{}",
+            "service: {} {UNIT_NAME} (dry run: nothing written)\n{summary}--- content ---\n{}",
+            scope.label(),
             plan.content
         ))?;
+        hint_linger(scope);
         return Ok(Code::Ok);
-    }
-    if plan.executable.starts_with(std::env::temp_dir()) {
-        output::warning(&format!(
-            "{} is under a temporary directory; the service stops working when it is removed",
-            plan.executable.display()
-        ));
     }
     service::write_unit(&plan).map_err(|err| CliError::failed(err.to_string()))?;
     if let Err(err) = crate::statefile::create_private_dir(&paths.logs_dir()) {
@@ -494,23 +515,26 @@ fn install(dry_run: bool) -> Result<Code, CliError> {
         &["enable", UNIT_NAME],
         &["restart", UNIT_NAME],
     ];
-    let managed = steps.iter().try_for_each(|args| service::systemctl(args));
+    let managed = steps
+        .iter()
+        .try_for_each(|args| service::systemctl_in(scope, args));
+    let unit_label = installed_label(scope);
     match managed {
         Ok(()) => {
             output::stdout_text(&format!(
-                "✓ Daemon installed (systemd unit: {UNIT_NAME})\n{summary}"
+                "✓ Daemon installed ({unit_label}: {UNIT_NAME})\n{summary}"
             ))?;
+            hint_linger(scope);
             Ok(Code::Ok)
         }
-        Err(SystemctlError::Unavailable { reason }) => {
+        Err(err @ SystemctlError::Unavailable { .. }) => {
             output::stdout_text(&format!(
-                "✓ Wrote the systemd unit {UNIT_NAME} (not started)\n{summary}"
+                "✓ Wrote the {unit_label} {UNIT_NAME} (not started)\n{summary}"
             ))?;
-            output::warning(&format!(
-                "no systemd user manager is available here ({reason}), so the service was not enabled or started"
-            ));
+            output::warning(&format!("{err}, so the service was not enabled or started"));
+            let systemctl = scope.systemctl_command();
             output::note(&format!(
-                "start the daemon with 'hyp daemon run' (for example under nohup), or run 'systemctl --user daemon-reload && systemctl --user enable --now {UNIT_NAME}' where a user systemd runs"
+                "start the daemon with 'hyp daemon run' (for example under nohup), or run '{systemctl} daemon-reload && {systemctl} enable --now {UNIT_NAME}' where systemd runs"
             ));
             Ok(Code::Ok)
         }
@@ -521,28 +545,96 @@ fn install(dry_run: bool) -> Result<Code, CliError> {
     }
 }
 
-fn uninstall(dry_run: bool) -> Result<Code, CliError> {
-    let unit_path = service::unit_path().map_err(|err| CliError::failed(err.to_string()))?;
+/// How the outcome lines name the unit (the user unit's wording predates
+/// `--system`).
+fn installed_label(scope: UnitScope) -> &'static str {
+    match scope {
+        UnitScope::User => "systemd unit",
+        UnitScope::System => "systemd system unit",
+    }
+}
+
+/// A unit must outlive the shell that wrote it: warn when it would run a
+/// binary from a cargo build tree or a temporary directory.
+fn warn_about_executable(executable: &std::path::Path) {
+    if let Some(build_tree) = service::build_tree_of(executable) {
+        output::warning(&format!(
+            "the unit points into a build tree: it runs {}, inside cargo's {}, which a rebuild replaces and 'cargo clean' removes; install hyp with 'make install' and run 'hyp daemon install' again with the installed binary",
+            executable.display(),
+            build_tree.display()
+        ));
+    } else if executable.starts_with(std::env::temp_dir()) {
+        output::warning(&format!(
+            "{} is under a temporary directory; the service stops working when it is removed",
+            executable.display()
+        ));
+    }
+}
+
+/// A root daemon writing into another user's `HYP_HOME` would leave
+/// root-owned files that user's own `hyp` cannot change (a `sudo` that kept
+/// the caller's `HOME`).
+fn warn_about_foreign_home(hyp_home: &std::path::Path) {
+    if let Some(uid) = service::owner_other_than_root(hyp_home) {
+        output::warning(&format!(
+            "HYP_HOME {} belongs to uid {uid}, but the system unit runs the daemon as root, which would leave root-owned files there; run 'sudo -H hyp daemon install --system', or set HYP_HOME to root's own directory",
+            hyp_home.display()
+        ));
+    }
+}
+
+/// A user unit runs only while its user has a session, unless logind keeps
+/// their manager running (lingering): say how, when it does not.
+fn hint_linger(scope: UnitScope) {
+    if scope != UnitScope::User {
+        return;
+    }
+    match service::login_name() {
+        Some(user) if service::lingers(&user) => {}
+        Some(user) => output::note(&format!(
+            "{user} has no lingering session, so the service starts at {user}'s first login and stops at the last logout; run 'loginctl enable-linger {user}' to run it from boot without a login"
+        )),
+        None => output::note(
+            "unless this user lingers, the service starts at the first login and stops at the last logout; run 'loginctl enable-linger' to run it from boot without a login",
+        ),
+    }
+}
+
+fn uninstall(args: &ServiceArgs) -> Result<Code, CliError> {
+    let scope = args.scope();
+    let unit_path = scope
+        .unit_dir()
+        .map_err(|err| CliError::failed(err.to_string()))?
+        .join(UNIT_NAME);
     if !unit_path.is_file() {
-        output::stdout_text("daemon: no service installed\n")?;
+        let which = match scope {
+            UnitScope::User => "",
+            UnitScope::System => "system ",
+        };
+        output::stdout_text(&format!("daemon: no {which}service installed\n"))?;
         return Ok(Code::Ok);
     }
-    if dry_run {
+    if args.dry_run {
         output::stdout_text(&format!(
             "would stop and disable {UNIT_NAME} and remove {} (dry run: nothing changed)\n",
             unit_path.display()
         ))?;
         return Ok(Code::Ok);
     }
+    service::require_root(scope, &unit_path, "removes")
+        .map_err(|err| CliError::failed(err.to_string()))?;
     for action in ["stop", "disable"] {
-        if let Err(err @ SystemctlError::Failed { .. }) = service::systemctl(&[action, UNIT_NAME]) {
+        if let Err(err @ SystemctlError::Failed { .. }) =
+            service::systemctl_in(scope, &[action, UNIT_NAME])
+        {
             output::warning(&err.to_string());
         }
     }
-    service::remove_unit().map_err(|err| CliError::failed(err.to_string()))?;
-    let _ = service::systemctl(&["daemon-reload"]);
+    service::remove_unit(&unit_path).map_err(|err| CliError::failed(err.to_string()))?;
+    let _ = service::systemctl_in(scope, &["daemon-reload"]);
     output::stdout_text(&format!(
-        "✓ Daemon removed (systemd unit: {UNIT_NAME})\n  removed: {}\n  config, state and logs are kept\n",
+        "✓ Daemon removed ({}: {UNIT_NAME})\n  removed: {}\n  config, state and logs are kept\n",
+        installed_label(scope),
         unit_path.display()
     ))?;
     Ok(Code::Ok)

@@ -15,6 +15,7 @@ use clap::{CommandFactory, FromArgMatches};
 pub mod actions;
 pub mod args;
 mod backfill;
+mod completions;
 pub mod config;
 pub mod daemon;
 pub mod join;
@@ -168,6 +169,7 @@ fn run(cli: Cli) -> Result<Code, CliError> {
         Command::Backfill(args) => backfill::run(args),
         Command::Query(args) => query::run(args),
         Command::Sync(args) => sync::run(args),
+        Command::Completions(args) => completions::run(&args),
     }
 }
 

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
+use crate::support::fake_central_bin;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -25,7 +27,7 @@ fn plain_config() -> ureq::config::Config {
 
 /// Run the binary and read its listening line: the child and its URL.
 fn launch(args: &[String], data_dir: &Path, port: Option<&str>) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"));
+    let mut command = Command::new(fake_central_bin());
     command.args(args).arg("--data-dir").arg(data_dir);
     if let Some(port) = port {
         command.args(["--port", port]);
@@ -334,7 +336,7 @@ mod tests {
     use std::io::Write;
 
     fn spawn(args: &[&str], stdin: Stdio) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"))
+        Command::new(fake_central_bin())
             .args(args)
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -381,7 +383,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_exit_two() {
-        let output = Command::new(env!("CARGO_BIN_EXE_hyp-fake-central"))
+        let output = Command::new(fake_central_bin())
             .arg("--bogus")
             .output()
             .unwrap();

@@ -17,6 +17,7 @@ mod forward;
 mod forward_answers;
 mod heal;
 mod history;
+mod install;
 mod join;
 mod query;
 mod state_files;

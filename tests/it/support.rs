@@ -7,6 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The development fake central, `examples/hyp-fake-central`.
+pub fn fake_central_bin() -> PathBuf {
+    example_bin("hyp-fake-central")
+}
+
+/// A cargo example's binary. Cargo builds examples beside the test binaries
+/// (`target/<profile>/examples/`, one level above this test's `deps/`) for
+/// `cargo test` and `cargo test --all-targets`, but not for `cargo test
+/// --test it` alone, and gives integration tests no `CARGO_BIN_EXE_` for one.
+pub fn example_bin(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run 'cargo test' or 'cargo test --all-targets' (they build examples), or 'cargo build --example {name}' before 'cargo test --test it'",
+        bin.display()
+    );
+    bin
+}
+
 /// A private `HOME` (with `HYP_HOME` = `$HOME/.hyp`) for one test.
 pub struct TestEnv {
     dir: tempfile::TempDir,
