@@ -17,6 +17,7 @@ pub mod args;
 mod backfill;
 pub mod config;
 pub mod daemon;
+pub mod interrupt;
 pub mod join;
 pub mod output;
 mod query;
