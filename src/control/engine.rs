@@ -713,11 +713,13 @@ fn flip_pointer(paths: &Paths, slot: Slot) -> io::Result<()> {
     let temp = dir.join(format!("active.tmp.{}.{millis}", std::process::id()));
     let _ = fs::remove_file(&temp);
     std::os::unix::fs::symlink(slot.file_name(), &temp)?;
-    if let Err(err) = fs::rename(&temp, paths.active_pointer()) {
+    // atomicwrites renames and fsyncs the directory; it writes files only,
+    // so the symlink itself is made here.
+    if let Err(err) = atomicwrites::replace_atomic(&temp, &paths.active_pointer()) {
         let _ = fs::remove_file(&temp);
         return Err(err);
     }
-    statefile::sync_dir(&dir)
+    Ok(())
 }
 
 fn log_write_failure(err: &statefile::WriteError) {
