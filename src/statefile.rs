@@ -223,15 +223,10 @@ fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// fsync a directory so a rename or unlink inside it is durable.
+/// fsync a directory so an unlink or a new file inside it is durable (an
+/// atomic write gets its own from atomicwrites).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Make an existing file private (0600); used after writes that did not go
-/// through [`write_bytes`].
-pub fn make_private(path: &Path) -> io::Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))
 }
 
 /// Remove the stray temps of [`write_atomic`] in `dir` (not below it): staging

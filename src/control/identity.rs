@@ -355,8 +355,8 @@ fn persist(paths: &Paths, identity: &Identity) -> Result<(), IdentityError> {
     statefile::create_private_dir(&dir).map_err(|err| write(&err))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(statefile::DIR_MODE))
         .map_err(|err| write(&err))?;
-    statefile::write(&paths.identity(), identity).map_err(|err| write(&err))?;
-    statefile::make_private(&paths.identity()).map_err(|err| write(&err))
+    // The write makes the file 0600 whatever the umask.
+    statefile::write(&paths.identity(), identity).map_err(|err| write(&err))
 }
 
 /// The `sub` of a JWT's payload, read without verifying the signature.
