@@ -260,6 +260,10 @@ impl Fleet {
                 && report["client_actions"][0]["state"] == "done"
                 && applied.hyp_home().join(CAPTURE).exists()
                 && applied.hyp_home().join(FORWARD_DB).exists()
+                // The export child has closed forward.db: a WAL copied into
+                // the cases would be deleted by status's read-only open of
+                // an emptied forward.db, as if status wrote.
+                && !applied.hyp_home().join(format!("{FORWARD_DB}-wal")).exists()
         });
         daemon.stop("the preparing daemon");
         let write = |relative: &str, value: Value| {
