@@ -9,7 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod event_log;
+pub mod logging;
 pub mod paths;
 pub mod sanitize;
 pub mod sink;

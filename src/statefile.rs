@@ -1,10 +1,15 @@
 //! The only code that writes a JSON state file, and the tolerant reader for them.
 //!
-//! A write goes to `<file>.<pid>.<12 hex>.tmp` in the same directory, is
-//! fsynced, renamed over the target, and the directory is fsynced: a crash
-//! leaves the old file or the new one, never a torn one. A stray temp file from
-//! a crash is never read, because readers open only the target name, and the
-//! daemon removes those of dead writers at boot ([`remove_stray_temps`]).
+//! A write goes through `atomicwrites`: the bytes go to a temp file below the
+//! target's directory, which is fsynced, renamed over the target, and the
+//! directory is fsynced (atomicwrites does both fsyncs on unix): a crash
+//! leaves the old file or the new one, never a torn one. The temp file is
+//! made 0600 before the rename. atomicwrites puts it in a random
+//! `.atomicwrite*` directory that names no writer, so that directory is made
+//! inside a staging directory of ours, `<file>.<pid>.<12 random>.tmp`, which
+//! says whose it is. A stray temp from a crash is never read, because readers
+//! open only the target name, and the daemon removes the staging directories
+//! of dead writers at boot ([`remove_stray_temps`]).
 //!
 //! A read never trusts a file: missing, empty, unreadable and not-JSON are
 //! distinct outcomes so status can explain each one and the daemon can carry on.
@@ -14,9 +19,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use atomicwrites::{AtomicFile, OverwriteBehavior};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -123,17 +127,50 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         .parent()
         .ok_or_else(|| wrap(io::Error::other("path has no parent directory")))?;
     create_private_dir(dir).map_err(wrap)?;
-    let (temp_path, mut temp) = create_temp(path).map_err(wrap)?;
-    let written = temp
-        .write_all(bytes)
-        .and_then(|()| temp.sync_all())
-        .and_then(|()| fs::rename(&temp_path, path));
-    if let Err(err) = written {
-        let _ = fs::remove_file(&temp_path);
-        return Err(wrap(err));
-    }
-    sync_dir(dir).map_err(wrap)
+    write_atomic(path, bytes, FILE_MODE).map_err(wrap)
 }
+
+/// Replace `path` (in an existing directory) by `bytes` with `mode`,
+/// atomically and durably; also for files that are not state (the systemd
+/// unit, 0644). On error the temp file is gone and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let staging = staging_dir(path, dir)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true).mode(mode);
+    AtomicFile::new_with_tmpdir(path, OverwriteBehavior::AllowOverwrite, staging.path())
+        .write_with_options(
+            |file| {
+                // The mode above is masked by the umask; this is not.
+                file.set_permissions(fs::Permissions::from_mode(mode))?;
+                file.write_all(bytes)
+            },
+            options,
+        )
+        .map_err(io::Error::from)?;
+    staging.close()
+}
+
+/// `<file>.<pid>.<12 random>.tmp` beside `path`, 0700, removed on drop: where
+/// atomicwrites makes its temp directory, named so that
+/// [`remove_stray_temps`] can tell whose it is.
+fn staging_dir(path: &Path, dir: &Path) -> io::Result<tempfile::TempDir> {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!("{name}.{}.", std::process::id()))
+        .suffix(".tmp")
+        .rand_bytes(SALT_LEN)
+        .permissions(fs::Permissions::from_mode(DIR_MODE))
+        .tempdir_in(dir)
+}
+
+/// Random characters in a staging directory's name.
+const SALT_LEN: usize = 12;
 
 /// Create `dir` and its missing parents with mode 0700. An existing directory
 /// keeps its mode.
@@ -186,23 +223,20 @@ fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// fsync a directory so a rename or unlink inside it is durable.
+/// fsync a directory so an unlink or a new file inside it is durable (an
+/// atomic write gets its own from atomicwrites).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Make an existing file private (0600); used after writes that did not go
-/// through [`write_bytes`].
-pub fn make_private(path: &Path) -> io::Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))
-}
-
-/// Remove the stray temp files of [`write_bytes`] in `dir` (not below it):
-/// regular files named exactly `<file>.<pid>.<12 lowercase hex>.tmp` whose
-/// writer is gone (`kill(pid, 0)` fails with `ESRCH`) or is this process (a
-/// staged restart execs with the same pid, and at boot nothing of this
-/// image writes yet). A temp of another live process is kept, since it may
-/// be mid-write; so is every other name. Returns how many were removed; a
+/// Remove the stray temps of [`write_atomic`] in `dir` (not below it): staging
+/// directories named exactly `<file>.<pid>.<12 letters or digits>.tmp`
+/// (with whatever atomicwrites left inside), and regular files of that name
+/// (older hyp wrote its temp file there directly), whose writer is gone
+/// (`kill(pid, 0)` fails with `ESRCH`) or is this process (a staged restart
+/// execs with the same pid, and at boot nothing of this image writes yet).
+/// The temp of another live process is kept, since it may be mid-write; so
+/// is every other name, and a symlink. Returns how many were removed; a
 /// missing or unreadable `dir` removes nothing.
 pub fn remove_stray_temps(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -214,11 +248,15 @@ pub fn remove_stray_temps(dir: &Path) -> usize {
         let Some(pid) = entry.file_name().to_str().and_then(temp_writer_pid) else {
             continue;
         };
-        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
-        if is_file
-            && (pid == own_pid || !process_exists(pid))
-            && fs::remove_file(entry.path()).is_ok()
-        {
+        if pid != own_pid && process_exists(pid) {
+            continue;
+        }
+        let gone = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(entry.path()),
+            Ok(kind) if kind.is_file() => fs::remove_file(entry.path()),
+            _ => continue,
+        };
+        if gone.is_ok() {
             removed += 1;
         }
     }
@@ -228,16 +266,13 @@ pub fn remove_stray_temps(dir: &Path) -> usize {
     removed
 }
 
-/// The writer's pid when `name` is a temp name [`create_temp`] makes:
+/// The writer's pid when `name` is a staging name [`staging_dir`] makes:
 /// a non-empty target name, a pid (decimal, no leading zero, a valid
-/// `pid_t`), 12 lowercase hex digits, `.tmp`.
+/// `pid_t`), 12 ASCII letters or digits, `.tmp`.
 fn temp_writer_pid(name: &str) -> Option<u32> {
     let (rest, salt) = name.strip_suffix(".tmp")?.rsplit_once('.')?;
     let (target, pid) = rest.rsplit_once('.')?;
-    let salt_ok = salt.len() == 12
-        && salt
-            .bytes()
-            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
+    let salt_ok = salt.len() == SALT_LEN && salt.bytes().all(|byte| byte.is_ascii_alphanumeric());
     let pid_ok =
         !pid.is_empty() && !pid.starts_with('0') && pid.bytes().all(|byte| byte.is_ascii_digit());
     if target.is_empty() || !salt_ok || !pid_ok {
@@ -259,39 +294,6 @@ fn process_exists(pid: u32) -> bool {
         return true;
     }
     io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = target
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    loop {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos() as u64)
-            .unwrap_or_default();
-        let salt = nanos
-            ^ COUNTER
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let temp_path = target.with_file_name(format!(
-            "{name}.{}.{:012x}.tmp",
-            std::process::id(),
-            salt & 0xffff_ffff_ffff
-        ));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&temp_path)
-        {
-            Ok(file) => return Ok((temp_path, file)),
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -323,15 +325,34 @@ mod tests {
         let path = dir.path().join("state.json");
         write(&path, &json!({"generation": 1})).unwrap();
         // A crash between write and rename leaves a half-written temp file.
-        let stray = dir.path().join(format!(
-            "state.json.{}.00000000abcd.tmp",
-            std::process::id()
-        ));
-        fs::write(&stray, b"{\"generation\": 2, \"trunc").unwrap();
+        let stray = plant_leftover(
+            dir.path(),
+            &format!("state.json.{}.00000000abcd.tmp", std::process::id()),
+        );
+        assert!(stray.exists());
         assert_eq!(read_value(&path).ok(), Some(json!({"generation": 1})));
         // The next write still succeeds and wins.
         write(&path, &json!({"generation": 3})).unwrap();
         assert_eq!(read_value(&path).ok(), Some(json!({"generation": 3})));
+    }
+
+    #[test]
+    fn a_write_leaves_only_the_file_0600_even_under_umask_022() {
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: umask only swaps the process's creation mask.
+        let previous = unsafe { libc::umask(0o022) };
+        let path = dir.path().join("state.json");
+        let written = write(&path, &json!({"a": 1}));
+        let unit = dir.path().join("unit.service");
+        let unit_written = write_atomic(&unit, b"[Unit]\n", 0o644);
+        // SAFETY: as above, restoring the mask found.
+        unsafe { libc::umask(previous) };
+        written.unwrap();
+        unit_written.unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&unit), 0o644);
+        assert_eq!(names_in(dir.path()), ["state.json", "unit.service"]);
     }
 
     #[test]
@@ -386,20 +407,42 @@ mod tests {
         names
     }
 
+    /// What a writer killed mid-write leaves: its staging directory with
+    /// atomicwrites' temp directory and file inside.
+    fn plant_leftover(dir: &Path, name: &str) -> PathBuf {
+        let inner = dir.join(name).join(".atomicwriteAb12Cd");
+        fs::create_dir_all(&inner).unwrap();
+        fs::write(inner.join("tmpfile.tmp"), b"{\"half\": ").unwrap();
+        dir.join(name)
+    }
+
     #[test]
     fn stray_temps_of_dead_writers_and_of_this_process_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let own = std::process::id();
-        let removable = [
+        let leftovers = [
             format!("state.json.{DEAD_PID}.0123456789ab.tmp"),
-            format!("state.json.{own}.abcdefabcdef.tmp"),
+            format!("state.json.{own}.abcdefABCDEF.tmp"),
             format!(".hidden.{DEAD_PID}.000000000000.tmp"),
-            format!("generation.{DEAD_PID}.ffffffffffff.tmp"),
+            format!("generation.{DEAD_PID}.ZZZZZZZZZZZZ.tmp"),
         ];
-        for name in &removable {
-            fs::write(dir.path().join(name), b"{\"half\": ").unwrap();
+        for name in &leftovers {
+            plant_leftover(dir.path(), name);
         }
-        assert_eq!(remove_stray_temps(dir.path()), removable.len());
+        // An empty staging directory (killed before atomicwrites made its
+        // own) and a temp file of an older hyp go too.
+        fs::create_dir(
+            dir.path()
+                .join(format!("state.json.{DEAD_PID}.q1w2e3r4t5y6.tmp")),
+        )
+        .unwrap();
+        fs::write(
+            dir.path()
+                .join(format!("state.json.{DEAD_PID}.0123456789ff.tmp")),
+            b"{",
+        )
+        .unwrap();
+        assert_eq!(remove_stray_temps(dir.path()), leftovers.len() + 2);
         assert!(names_in(dir.path()).is_empty());
         assert_eq!(remove_stray_temps(dir.path()), 0);
     }
@@ -412,10 +455,11 @@ mod tests {
             "state.json".to_string(),
             "notes.tmp".to_string(),
             "state.json.1.0123456789ab.tmp".to_string(),
-            format!("state.json.{DEAD_PID}.0123456789AB.tmp"),
+            ".atomicwriteAb12Cd".to_string(),
             format!("state.json.{DEAD_PID}.0123456789a.tmp"),
             format!("state.json.{DEAD_PID}.0123456789abc.tmp"),
-            format!("state.json.{DEAD_PID}.0123456789ag.tmp"),
+            format!("state.json.{DEAD_PID}.0123456789a-.tmp"),
+            format!("state.json.{DEAD_PID}.0123456789a_.tmp"),
             format!("state.json.0{DEAD_PID}.0123456789ab.tmp"),
             format!("state.json.+{DEAD_PID}.0123456789ab.tmp"),
             "state.json.0.0123456789ab.tmp".to_string(),
@@ -426,11 +470,9 @@ mod tests {
             format!("state.json.{DEAD_PID}.0123456789ab.temp"),
         ];
         for name in &kept {
-            fs::write(dir.path().join(name), b"x").unwrap();
+            plant_leftover(dir.path(), name);
         }
-        // A directory and a symlink with a dead writer's name are not the
-        // writer's files either.
-        fs::create_dir(dir.path().join(format!("a.{DEAD_PID}.0123456789ab.tmp"))).unwrap();
+        // A symlink with a dead writer's name is not the writer's.
         std::os::unix::fs::symlink(
             "state.json",
             dir.path().join(format!("b.{DEAD_PID}.0123456789ab.tmp")),
@@ -443,11 +485,14 @@ mod tests {
     }
 
     #[test]
-    fn the_writers_own_temp_name_is_recognised() {
+    fn the_writers_own_staging_name_is_recognised() {
         let dir = tempfile::tempdir().unwrap();
-        let (temp_path, _file) = create_temp(&dir.path().join("state.json")).unwrap();
-        let name = temp_path.file_name().unwrap().to_str().unwrap();
+        let target = dir.path().join("state.json");
+        let staging = staging_dir(&target, dir.path()).unwrap();
+        let name = staging.path().file_name().unwrap().to_str().unwrap();
         assert_eq!(temp_writer_pid(name), Some(std::process::id()));
+        let mode = fs::metadata(staging.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
         assert_eq!(remove_stray_temps(dir.path()), 1);
     }
 
@@ -459,12 +504,7 @@ mod tests {
         fs::create_dir(&path).unwrap();
         fs::write(path.join("keep"), b"x").unwrap();
         assert!(write(&path, &json!({})).is_err());
-        let leftovers: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|entry| entry.ok())
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty());
+        assert_eq!(names_in(dir.path()), ["target"], "no temp is left");
         assert!(path.join("keep").exists());
     }
 }

@@ -579,12 +579,12 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Stri
     Ok(Arc::new(config))
 }
 
-/// Write then rename, so a script polling for the file never reads half a URL.
+/// Written atomically, so a script polling for the file never reads half a URL.
 fn write_url_file(path: &std::path::Path, url: &str) -> io::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    std::fs::write(&temp, url)?;
-    std::fs::rename(&temp, path)
+    use std::io::Write;
+    atomicwrites::AtomicFile::new(path, atomicwrites::OverwriteBehavior::AllowOverwrite)
+        .write(|file| file.write_all(url.as_bytes()))
+        .map_err(io::Error::from)
 }
 
 fn install_exit_handlers(exit_on_stdin_eof: bool) {

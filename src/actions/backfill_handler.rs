@@ -26,7 +26,6 @@ use crate::actions::store::Marker;
 use crate::config::EffectiveConfig;
 use crate::config::catalog::{PROVIDERS, Provider};
 use crate::config::policy::BackfillPolicy;
-use crate::event_log;
 use crate::paths::Paths;
 use crate::time::iso_ms;
 
@@ -164,7 +163,8 @@ impl Handler for BackfillHandler {
                 jiff::Timestamp::from_millisecond(millis).ok()
             })
             .map(iso_ms);
-        event_log::info(
+        crate::event!(
+            Info,
             "client_action.backfill_spawn",
             json!({"plugin": action.request_key, "provider": provider, "since": since}),
         );
@@ -176,7 +176,8 @@ impl Handler for BackfillHandler {
             grace: self.grace,
         };
         let run = child::run(&spec, context.cancel, &|pid| {
-            event_log::debug(
+            crate::event!(
+                Debug,
                 "client_action.backfill_started",
                 json!({"plugin": action.request_key, "provider": provider, "pid": pid}),
             );

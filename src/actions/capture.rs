@@ -34,7 +34,6 @@ use crate::actions::child::{self, Cancel, ChildOutcome, ChildSpec};
 use crate::actions::store::MarkerStore;
 use crate::config::EffectiveConfig;
 use crate::config::policy::CapturePolicy;
-use crate::event_log;
 use crate::paths::{Paths, TimeScale};
 use crate::statefile;
 use crate::time::iso_ms;
@@ -316,7 +315,8 @@ impl Capture {
             grace: self.grace,
         };
         let run = child::run(&spec, cancel, &|pid| {
-            event_log::debug(
+            crate::event!(
+                Debug,
                 "capture.sweep_started",
                 json!({"provider": provider, "pid": pid, "since": since}),
             );
@@ -335,15 +335,16 @@ impl Capture {
         let fields =
             json!({"provider": provider, "rows": rows, "outcome": run.outcome.to_string()});
         match sweep {
-            Sweep::Failed { .. } => event_log::warn("capture.sweep_failed", fields),
-            _ => event_log::info("capture.sweep", fields),
+            Sweep::Failed { .. } => crate::event!(Warn, "capture.sweep_failed", fields),
+            _ => crate::event!(Info, "capture.sweep", fields),
         }
         sweep
     }
 
     fn write_record(&self) {
         if let Err(err) = statefile::write(&capture_file(&self.paths), &self.record) {
-            event_log::warn(
+            crate::event!(
+                Warn,
                 "capture.record_write_failed",
                 json!({"message": err.to_string()}),
             );

@@ -308,7 +308,8 @@ fn drain_stdout(mut stdout: impl Read + Send + 'static) -> Receiver<(Vec<u8>, bo
             let _ = sender.send((kept, truncated));
         });
     if spawned.is_err() {
-        crate::event_log::error(
+        crate::event!(
+            Error,
             "client_action.stdout_unread",
             serde_json::json!({"detail": "cannot start the stdout reader"}),
         );

@@ -24,7 +24,6 @@ use crate::actions::handler::{
 };
 use crate::actions::store::{Marker, MarkerStore, StoreError};
 use crate::config::EffectiveConfig;
-use crate::event_log;
 use crate::time::{iso_ms, parse_iso};
 
 /// The reconciler's clock; tests inject a fixed one.
@@ -178,7 +177,8 @@ impl Reconciler {
         let desired = match catch_hook(|| handler.desired(&desired_context)) {
             Ok(desired) => desired,
             Err(err) => {
-                event_log::error(
+                crate::event!(
+                    Error,
                     "client_action.desired_failed",
                     json!({"kind": kind, "error_kind": "handler_desired_threw", "detail": err.message}),
                 );
@@ -349,7 +349,8 @@ impl Reconciler {
             }
         });
         if let Err(err) = recorded {
-            event_log::error(
+            crate::event!(
+                Error,
                 "client_action.pid_unrecorded",
                 json!({"kind": kind, "request_key": key, "pid": pid, "detail": err.to_string()}),
             );
@@ -389,14 +390,16 @@ impl Reconciler {
         };
         if outcome.status == OutcomeStatus::Done {
             self.store.modify(|doc| doc.remove_marker(kind, key))?;
-            event_log::info(
+            crate::event!(
+                Info,
                 "client_action.reversed",
                 json!({"kind": kind, "request_key": key}),
             );
             report.push(unit(kind, key, UnitOutcome::Reversed));
         } else {
             let reason = outcome.reason_or_unknown();
-            event_log::error(
+            crate::event!(
+                Error,
                 "client_action.reverse_failed",
                 json!({"kind": kind, "request_key": key, "error_kind": "action_reverse_failed", "reason": reason}),
             );
@@ -521,12 +524,14 @@ fn log_outcome(result: &UnitResult) {
         "next_attempt": result.next_attempt.map(iso_ms),
     });
     match result.outcome {
-        UnitOutcome::Done => event_log::info("client_action.done", fields),
-        UnitOutcome::Refused => event_log::error(
+        UnitOutcome::Done => crate::event!(Info, "client_action.done", fields),
+        UnitOutcome::Refused => crate::event!(
+            Error,
             "client_action.refused",
             with_error_kind(fields, "action_refused"),
         ),
-        _ => event_log::error(
+        _ => crate::event!(
+            Error,
             "client_action.failed",
             with_error_kind(fields, "action_perform_failed"),
         ),

@@ -16,7 +16,6 @@ use serde_json::{Map, Value, json};
 use crate::actions::child::signal_group;
 use crate::actions::reconciler::{failed_marker, previous_attempts};
 use crate::actions::store::{MarkerStore, StoreError};
-use crate::event_log;
 
 /// The reason written for a unit whose process died under it.
 pub const INTERRUPTED: &str = "interrupted";
@@ -75,7 +74,8 @@ pub fn recover_interrupted(
         }
     })?;
     for unit in &recovered {
-        event_log::warn(
+        crate::event!(
+            Warn,
             "client_action.interrupted",
             json!({"kind": unit.kind, "request_key": unit.request_key, "pid": unit.pid, "killed": unit.killed}),
         );

@@ -167,7 +167,8 @@ impl MarkerStore {
         match statefile::read_value(&self.path) {
             StateRead::Ok(value) => {
                 if !value.is_object() {
-                    crate::event_log::error(
+                    crate::event!(
+                        Error,
                         "client_action.store_corrupt",
                         json!({"path": self.path.display().to_string(), "detail": "top-level value is not an object"}),
                     );
@@ -176,7 +177,8 @@ impl MarkerStore {
             }
             StateRead::Missing | StateRead::Empty => Ok(MarkerDoc::default()),
             StateRead::Invalid(err) => {
-                crate::event_log::error(
+                crate::event!(
+                    Error,
                     "client_action.store_corrupt",
                     json!({"path": self.path.display().to_string(), "detail": err.to_string()}),
                 );

@@ -42,7 +42,6 @@ use crate::actions::reconciler::{
 use crate::actions::recovery;
 use crate::actions::store::MarkerStore;
 use crate::daemon::messages::{ExportReason, ExportRequest, PassReason, PassRequest};
-use crate::event_log;
 use crate::paths::{Paths, TimeScale};
 use crate::time::iso_ms;
 
@@ -185,7 +184,8 @@ impl WorkerHandle {
     pub fn shutdown(self, deadline: Instant) {
         self.cancel.cancel(deadline);
         match self.exited.recv_deadline(deadline) {
-            Err(RecvTimeoutError::Timeout) => event_log::error(
+            Err(RecvTimeoutError::Timeout) => crate::event!(
+                Error,
                 "client_action.worker_stuck",
                 json!({"detail": "the worker did not stop by the shutdown deadline"}),
             ),
@@ -200,7 +200,8 @@ impl WorkerHandle {
 /// `failed` (`interrupted`), killing any child group that is still alive.
 pub fn recover_at_boot(paths: &Paths) {
     if let Err(err) = recovery::recover_interrupted(&MarkerStore::new(paths), Timestamp::now()) {
-        event_log::error(
+        crate::event!(
+            Error,
             "client_action.recovery_failed",
             json!({"message": err.to_string()}),
         );
@@ -246,7 +247,7 @@ impl WorkerActor {
             }
             self.run_queued(&inbox);
         }
-        event_log::debug("client_action.worker_stopped", json!({}));
+        crate::event!(Debug, "client_action.worker_stopped", json!({}));
     }
 
     fn next_event(&self, inbox: &Receiver<PassRequest>) -> Event {
@@ -310,20 +311,22 @@ impl WorkerActor {
                     .iter()
                     .all(|result| result.outcome == UnitOutcome::Skipped);
                 if idle && *reason == PassReason::RetryDue {
-                    event_log::debug("daemon.reconcile_pass", fields);
+                    crate::event!(Debug, "daemon.reconcile_pass", fields);
                 } else {
-                    event_log::info("daemon.reconcile_pass", fields);
+                    crate::event!(Info, "daemon.reconcile_pass", fields);
                 }
                 self.arm_retry(&report);
                 if committed_rows(&report) {
                     self.rows_committed();
                 }
             }
-            Ok(Err(err)) => event_log::error(
+            Ok(Err(err)) => crate::event!(
+                Error,
                 "daemon.reconcile_failed",
                 json!({"hyp_reason": reason_name, "message": err.to_string()}),
             ),
-            Err(_panic) => event_log::error(
+            Err(_panic) => crate::event!(
+                Error,
                 "daemon.reconcile_pass_failed",
                 json!({"hyp_reason": reason_name, "message": "the reconcile pass panicked"}),
             ),
@@ -341,7 +344,8 @@ impl WorkerActor {
                 .as_millisecond()
                 .saturating_sub((self.clock)().as_millisecond())
                 .max(0);
-            event_log::debug(
+            crate::event!(
+                Debug,
                 "client_action.retry_scheduled",
                 json!({"next_attempt": iso_ms(next)}),
             );
@@ -363,7 +367,8 @@ impl WorkerActor {
         match swept {
             Ok(true) => self.rows_committed(),
             Ok(false) => {}
-            Err(_panic) => event_log::error(
+            Err(_panic) => crate::event!(
+                Error,
                 "capture.sweep_panicked",
                 json!({"message": "a capture sweep panicked"}),
             ),

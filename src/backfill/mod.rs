@@ -29,7 +29,6 @@ pub mod codex;
 pub mod codex_line;
 pub mod git;
 pub mod identity;
-pub mod interrupt;
 pub mod json_skim;
 pub mod lines;
 pub mod pipeline;

@@ -73,7 +73,8 @@ impl Parser {
                 Ok(parsed) => return parsed,
                 Err(fell_back) => {
                     fell_back_bytes = fell_back.bytes_read;
-                    crate::event_log::debug(
+                    crate::event!(
+                        Debug,
                         "backfill.resume_fallback",
                         serde_json::json!({
                             "path": task.file.path.display().to_string(),

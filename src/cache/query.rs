@@ -3,6 +3,8 @@
 //! write is refused before it runs.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -92,9 +94,16 @@ fn uri_path(path: &Path) -> String {
     out
 }
 
-/// Run `sql` against the cache at `path`.
-pub fn run_sql(path: &Path, sql: &str) -> Result<QueryResult, CacheError> {
-    let conn = open_read_only(path)?;
+/// How many SQLite VM steps run between two looks at the stop flag.
+const STOP_CHECK_STEPS: std::ffi::c_int = 10_000;
+
+/// Run `sql` against the cache at `path`. Once `stop` is set the statement
+/// fails as interrupted: SQLite's progress handler looks at the flag while
+/// it runs, so even a single long step stops, and a flag set before the
+/// first step is not missed (as `sqlite3_interrupt` would miss it).
+pub fn run_sql(path: &Path, sql: &str, stop: Arc<AtomicBool>) -> Result<QueryResult, CacheError> {
+    let mut conn = open_read_only(path)?;
+    conn.progress_handler(STOP_CHECK_STEPS, Some(move || stop.load(Ordering::SeqCst)))?;
     let mut statement = conn.prepare(sql)?;
     if !statement.readonly() {
         return Err(CacheError::WriteRefused);
@@ -133,12 +142,16 @@ mod tests {
     use crate::cache::schema::MessageRow;
     use crate::cache::writer::CacheWriter;
 
+    fn go_on() -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
+
     #[test]
     fn reads_rows_and_refuses_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
         assert!(matches!(
-            run_sql(&path, "SELECT 1"),
+            run_sql(&path, "SELECT 1", go_on()),
             Err(CacheError::Missing { .. })
         ));
         let mut writer = CacheWriter::open(&path).unwrap();
@@ -152,6 +165,7 @@ mod tests {
         let result = run_sql(
             &path,
             "SELECT part_id, role, 1.5 AS x, NULL AS n FROM ai_gateway_messages",
+            go_on(),
         )
         .unwrap();
         assert_eq!(result.columns, ["part_id", "role", "x", "n"]);
@@ -170,12 +184,31 @@ mod tests {
             "DROP TABLE ai_gateway_messages",
         ] {
             assert!(
-                matches!(run_sql(&path, sql), Err(CacheError::WriteRefused)),
+                matches!(run_sql(&path, sql, go_on()), Err(CacheError::WriteRefused)),
                 "{sql}"
             );
         }
-        let count = run_sql(&path, "SELECT count(*) FROM ai_gateway_messages").unwrap();
+        let count = run_sql(&path, "SELECT count(*) FROM ai_gateway_messages", go_on()).unwrap();
         assert_eq!(count.rows, [vec![Cell::Integer(1)]]);
+    }
+
+    #[test]
+    fn an_interrupted_statement_stops_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        CacheWriter::open(&path).unwrap().finish().unwrap();
+        // Stopped before its first step, a statement that would run for
+        // hours fails at once.
+        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                       SELECT count(*) FROM n";
+        let outcome = run_sql(&path, endless, Arc::new(AtomicBool::new(true)));
+        let Err(CacheError::Sql { source }) = outcome else {
+            panic!("not interrupted: {outcome:?}");
+        };
+        assert_eq!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::OperationInterrupted)
+        );
     }
 
     #[test]

@@ -12,11 +12,11 @@ use std::ffi::OsString;
 use clap::Args;
 use serde::Serialize;
 
-use crate::backfill::interrupt::{Interrupt, StopSignal};
 use crate::backfill::window::parse_date_ms;
 use crate::backfill::{
     self, DATASET, DEFAULT_RETENTION_DAYS, ProviderReport, ProviderStatus, RunOptions,
 };
+use crate::cli::interrupt::Interrupt;
 use crate::cli::{CliError, Code, output};
 use crate::config::catalog::{PROVIDERS, Provider, provider};
 use crate::config::{self, EffectiveConfig};
@@ -339,8 +339,7 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
         dry_run: flags.dry_run,
         show_progress: backfill::progress::wanted(),
     };
-    let interrupt = Interrupt::install()
-        .map_err(|err| CliError::failed(format!("cannot install signal handlers: {err}")))?;
+    let interrupt = Interrupt::install().map_err(|err| CliError::failed(err.to_string()))?;
     let mut reports = Vec::with_capacity(providers.len());
     for provider in providers {
         if interrupt.received().is_some() {
@@ -368,8 +367,7 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
         output::stdout_text(&human_report(&run_id, flags.dry_run, &reports))?;
     }
     Ok(match interrupt.received() {
-        Some(StopSignal::Interrupt) => Code::Interrupted,
-        Some(StopSignal::Terminate) => Code::Terminated,
+        Some(signal) => signal.code(),
         None if reports
             .iter()
             .any(|report| report.status == ProviderStatus::Failed) =>

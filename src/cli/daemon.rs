@@ -46,7 +46,7 @@ pub enum DaemonCommand {
     Install(ServiceArgs),
     /// Stop, disable and remove the systemd unit (--system: the system unit)
     Uninstall(ServiceArgs),
-    /// Print the last lines of the daemon log (JSON lines)
+    /// Print the last lines of the daemon log (readable; --json for the raw JSON lines)
     Logs(LogsArgs),
 }
 
@@ -102,6 +102,9 @@ pub struct LogsArgs {
     /// Keep printing lines as they are written (Ctrl-C to stop)
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Print the raw JSON lines instead of readable ones
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: DaemonArgs) -> Result<Code, CliError> {
@@ -643,9 +646,13 @@ fn uninstall(args: &ServiceArgs) -> Result<Code, CliError> {
 fn show_logs(args: &LogsArgs) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
     let log_path = paths.daemon_log();
+    let mut printer = logs::LogPrinter::new(args.json);
     let offset = match logs::tail(&log_path, args.lines) {
         Ok((bytes, len)) => {
-            output::stdout_text(&String::from_utf8_lossy(&bytes))?;
+            output::stdout_text(&printer.lines(&bytes))?;
+            if !args.follow {
+                output::stdout_text(&printer.rest())?;
+            }
             len
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -684,7 +691,7 @@ fn show_logs(args: &LogsArgs) -> Result<Code, CliError> {
     loop {
         match logs::read_new(&log_path, &mut position) {
             Ok(bytes) if !bytes.is_empty() => {
-                output::stdout_text(&String::from_utf8_lossy(&bytes))?;
+                output::stdout_text(&printer.lines(&bytes))?;
             }
             Ok(_) => {}
             Err(err) => {

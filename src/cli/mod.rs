@@ -18,6 +18,7 @@ mod backfill;
 mod completions;
 pub mod config;
 pub mod daemon;
+pub mod interrupt;
 pub mod join;
 pub mod output;
 mod query;
@@ -151,10 +152,34 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return report_clap_error(&root, &argv, err),
     };
+    let filter = match crate::logging::filter_from_env() {
+        Ok(filter) => filter,
+        Err(err) => {
+            return CliError::Failed {
+                message: err.to_string(),
+                code: Code::Usage,
+            }
+            .report("");
+        }
+    };
+    // The daemon installs its own backend (the log file) once it holds the
+    // lock; every other command logs to stderr, and only when asked.
+    if !is_daemon_run(&cli.command) {
+        crate::logging::init_terminal(filter.as_deref());
+    }
     match run(cli) {
         Ok(code) => code.into(),
         Err(err) => err.report(&command_path),
     }
+}
+
+fn is_daemon_run(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Daemon(daemon::DaemonArgs {
+            command: daemon::DaemonCommand::Run(_),
+        })
+    )
 }
 
 fn run(cli: Cli) -> Result<Code, CliError> {

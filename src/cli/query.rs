@@ -1,10 +1,13 @@
 //! `hyp query sql "<SQL>" [--json]`: read-only SQL over the cache, printed
 //! as a header plus tab-separated rows, or as a JSON array of row objects.
+//! SIGINT / SIGTERM interrupt a running statement: nothing is printed on
+//! stdout and the exit is 130 / 143.
 
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 
 use crate::cache::query::{Cell, QueryResult, run_sql};
+use crate::cli::interrupt::Interrupt;
 use crate::cli::{CliError, Code, output};
 use crate::paths::Paths;
 
@@ -41,8 +44,15 @@ fn run_sql_command(args: SqlArgs) -> Result<Code, CliError> {
         return Err(CliError::usage("missing required <SQL>"));
     }
     let paths = Paths::from_env()?;
-    let result =
-        run_sql(&paths.cache_db(), &args.sql).map_err(|err| CliError::failed(err.to_string()))?;
+    let interrupt = Interrupt::install().map_err(|err| CliError::failed(err.to_string()))?;
+    let outcome = run_sql(&paths.cache_db(), &args.sql, interrupt.shared_flag());
+    if let Some(signal) = interrupt.received() {
+        return Err(CliError::Failed {
+            message: "interrupted".into(),
+            code: signal.code(),
+        });
+    }
+    let result = outcome.map_err(|err| CliError::failed(err.to_string()))?;
     if args.json {
         output::stdout_json(&json_rows(&result))?;
     } else {

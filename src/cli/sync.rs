@@ -11,7 +11,7 @@ use std::io::{BufRead, IsTerminal};
 use clap::Args;
 use serde::Serialize;
 
-use crate::backfill::interrupt::{Interrupt, StopSignal};
+use crate::cli::interrupt::{Interrupt, StopSignal};
 use crate::cli::{CliError, Code, output};
 use crate::control::sink::CentralSink;
 use crate::paths::{Paths, TimeScale};
@@ -101,8 +101,7 @@ pub fn run(args: SyncArgs) -> Result<Code, CliError> {
         output::note("nothing was sent");
         return Ok(Code::Failure);
     }
-    let interrupt = Interrupt::install()
-        .map_err(|err| CliError::failed(format!("cannot install signal handlers: {err}")))?;
+    let interrupt = Interrupt::install().map_err(|err| CliError::failed(err.to_string()))?;
     let options = ExportOptions {
         time_scale,
         retry_quarantined: args.retry_quarantined,
@@ -346,10 +345,7 @@ fn finish(
             .any(|report| report.interrupted)
             .then_some(StopSignal::Interrupt)
     }) {
-        return Ok(match signal {
-            StopSignal::Interrupt => Code::Interrupted,
-            StopSignal::Terminate => Code::Terminated,
-        });
+        return Ok(signal.code());
     }
     if reports.iter().all(|report| report.status.is_complete()) {
         Ok(Code::Ok)

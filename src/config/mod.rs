@@ -156,7 +156,8 @@ impl EffectiveConfig {
         for layer in both.into_iter().flatten() {
             let normal = layer.source == layers::LayerSource::Local && layer.is_missing();
             if let Some(error) = layer.error().filter(|_| !normal) {
-                crate::event_log::error(
+                crate::event!(
+                    Error,
                     "config.layer_unreadable",
                     serde_json::json!({
                         "component": "config",
@@ -179,10 +180,11 @@ impl EffectiveConfig {
             if let (Some(detail), Some(map)) = (&dropped.detail, fields.as_object_mut()) {
                 map.insert("detail".into(), Value::from(detail.as_str()));
             }
-            crate::event_log::warn("config.local_entry_dropped", fields);
+            crate::event!(Warn, "config.local_entry_dropped", fields);
         }
         if self.central_query_ignored {
-            crate::event_log::warn(
+            crate::event!(
+                Warn,
                 "config.central_query_ignored",
                 serde_json::json!({"component": "config", "hyp_reason": "query_is_local_only"}),
             );

@@ -21,7 +21,6 @@ use serde_json::{Map, Value, json};
 
 use crate::config;
 use crate::control::sink;
-use crate::event_log;
 use crate::paths::{Paths, Slot, TimeScale};
 use crate::statefile::{self, StateRead};
 use crate::time::{iso_ms, parse_iso};
@@ -123,7 +122,8 @@ pub fn read_state(paths: &Paths) -> ApplyState {
     let path = paths.apply_state();
     let read: StateRead<ApplyState> = statefile::read(&path);
     if let Some(problem) = read.problem(&path) {
-        event_log::error(
+        crate::event!(
+            Error,
             "config.state_unreadable",
             json!({"component": "config", "path": path.display().to_string(), "message": problem}),
         );
@@ -298,7 +298,8 @@ impl ApplyEngine {
     pub fn stage_at(&mut self, document: &Value, etag: &str, now: Timestamp) -> StageOutcome {
         let outcome = self.check_and_commit(document, etag, now);
         if let StageOutcome::Failed(err) = &outcome {
-            event_log::error(
+            crate::event!(
+                Error,
                 "config.apply_failed",
                 json!({"component": "config", "error_kind": err.kind(), "config_etag": etag, "message": err.message()}),
             );
@@ -320,7 +321,8 @@ impl ApplyEngine {
         }
         let mut state = read_state(&self.paths);
         if state.bad_etag.as_ref().is_some_and(|bad| bad.etag == etag) {
-            event_log::warn(
+            crate::event!(
+                Warn,
                 "config.apply_skipped",
                 json!({"component": "config", "config_etag": etag, "hyp_reason": "bad_etag_backoff"}),
             );
@@ -355,7 +357,8 @@ impl ApplyEngine {
         match self.commit(&pretty, etag, now, window_ms) {
             Ok(marker) => {
                 self.restart_pending = true;
-                event_log::info(
+                crate::event!(
+                    Info,
                     "config.applied",
                     json!({"component": "config", "config_etag": etag, "slot": marker.slot, "previous_slot": marker.previous_slot, "until": marker.until}),
                 );
@@ -440,7 +443,8 @@ impl ApplyEngine {
             log_write_failure(&err);
             return None;
         }
-        event_log::info(
+        crate::event!(
+            Info,
             "config.probation_cleared",
             json!({"component": "config", "config_etag": marker.etag}),
         );
@@ -457,7 +461,8 @@ impl ApplyEngine {
     pub fn expire_probation_at(&mut self, now: Timestamp) -> Option<RollbackOutcome> {
         let state = read_state(&self.paths);
         let marker = state.probation.clone()?;
-        event_log::error(
+        crate::event!(
+            Error,
             "config.probation_expired",
             json!({"component": "config", "config_etag": marker.etag, "until": marker.until}),
         );
@@ -468,7 +473,8 @@ impl ApplyEngine {
         match outcome {
             Ok(outcome) => Some(outcome),
             Err(err) => {
-                event_log::error(
+                crate::event!(
+                    Error,
                     "config.rollback_failed",
                     json!({"component": "config", "config_etag": marker.etag, "message": err.to_string()}),
                 );
@@ -495,7 +501,8 @@ fn rollback(
     let Some(target) = target else {
         state.probation = None;
         write_state(paths, &state).map_err(|err| err.source)?;
-        event_log::error(
+        crate::event!(
+            Error,
             "config.rollback_no_target",
             json!({"component": "config", "config_etag": marker.etag, "hyp_reason": "no_distinct_previous_slot"}),
         );
@@ -515,7 +522,8 @@ fn rollback(
         detail: None,
     });
     write_state(paths, &state).map_err(|err| err.source)?;
-    event_log::warn(
+    crate::event!(
+        Warn,
         "config.rollback",
         json!({"component": "config", "config_etag": marker.etag, "hyp_reason": reason, "rolled_back_to_slot": target.letter()}),
     );
@@ -530,7 +538,8 @@ fn rollback(
 pub fn evaluate_at_boot(paths: &Paths) -> BootEvaluation {
     let evaluation = evaluate_at_boot_at(paths, Timestamp::now());
     if evaluation.action != "none" {
-        event_log::info(
+        crate::event!(
+            Info,
             "daemon.config_probation_boot_action",
             json!({"component": "daemon", "action": evaluation.action, "recovery": evaluation.recovery}),
         );
@@ -545,7 +554,8 @@ pub fn evaluate_at_boot_at(paths: &Paths, now: Timestamp) -> BootEvaluation {
         recovery: None,
     };
     if let Some(slot) = stranded_slot(paths) {
-        event_log::error(
+        crate::event!(
+            Error,
             "config.active_pointer_unreadable",
             json!({"component": "config", "path": paths.active_pointer().display().to_string(), "slot": slot.letter(), "detail": "no central layer: the daemon does not poll"}),
         );
@@ -567,7 +577,8 @@ pub fn evaluate_at_boot_at(paths: &Paths, now: Timestamp) -> BootEvaluation {
         if let Err(err) = write_state(paths, &state) {
             log_write_failure(&err);
         }
-        event_log::error(
+        crate::event!(
+            Error,
             "config.bad_etag_active_recovered",
             json!({"component": "config", "config_etag": etag, "recovery": recovery}),
         );
@@ -585,7 +596,8 @@ pub fn evaluate_at_boot_at(paths: &Paths, now: Timestamp) -> BootEvaluation {
         if let Err(err) = write_state(paths, &state) {
             log_write_failure(&err);
         }
-        event_log::warn(
+        crate::event!(
+            Warn,
             "config.probation_orphaned",
             json!({"component": "config", "config_etag": marker.etag, "slot": marker.slot}),
         );
@@ -602,7 +614,8 @@ pub fn evaluate_at_boot_at(paths: &Paths, now: Timestamp) -> BootEvaluation {
             ..outcome("none")
         };
     }
-    event_log::error(
+    crate::event!(
+        Error,
         "config.probation_expired",
         json!({"component": "config", "config_etag": marker.etag, "until": marker.until}),
     );
@@ -610,7 +623,8 @@ pub fn evaluate_at_boot_at(paths: &Paths, now: Timestamp) -> BootEvaluation {
         Ok(RollbackOutcome::RolledBack { .. }) => outcome("rolled_back"),
         Ok(RollbackOutcome::NoTarget) => outcome("rollback_no_target"),
         Err(err) => {
-            event_log::error(
+            crate::event!(
+                Error,
                 "config.rollback_failed",
                 json!({"component": "config", "config_etag": marker.etag, "message": err.to_string()}),
             );
@@ -699,15 +713,18 @@ fn flip_pointer(paths: &Paths, slot: Slot) -> io::Result<()> {
     let temp = dir.join(format!("active.tmp.{}.{millis}", std::process::id()));
     let _ = fs::remove_file(&temp);
     std::os::unix::fs::symlink(slot.file_name(), &temp)?;
-    if let Err(err) = fs::rename(&temp, paths.active_pointer()) {
+    // atomicwrites renames and fsyncs the directory; it writes files only,
+    // so the symlink itself is made here.
+    if let Err(err) = atomicwrites::replace_atomic(&temp, &paths.active_pointer()) {
         let _ = fs::remove_file(&temp);
         return Err(err);
     }
-    statefile::sync_dir(&dir)
+    Ok(())
 }
 
 fn log_write_failure(err: &statefile::WriteError) {
-    event_log::error(
+    crate::event!(
+        Error,
         "config.state_write_failed",
         json!({"component": "config", "path": err.path.display().to_string(), "message": err.source.to_string()}),
     );

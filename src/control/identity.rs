@@ -20,7 +20,6 @@ use sha2::{Digest, Sha256};
 
 use crate::control::client::{CentralClient, ClientError, TokenGrant};
 use crate::control::sink::CentralSink;
-use crate::event_log;
 use crate::paths::Paths;
 use crate::statefile::{self, StateRead};
 
@@ -148,7 +147,8 @@ pub fn acquire(
             if sink.bootstrap_token.is_none() {
                 return Err(IdentityError::Unusable { message });
             }
-            event_log::warn(
+            crate::event!(
+                Warn,
                 "central.identity_unusable",
                 json!({"component": "central", "message": message}),
             );
@@ -240,7 +240,8 @@ impl Credential {
             Some(held) => refresh_if_due(&self.paths, &self.client, held, now),
         }?;
         if first || source != IdentitySource::Loaded {
-            event_log::info(
+            crate::event!(
+                Info,
                 "central.identity",
                 json!({"component": "central", "source": source.name(), "gateway_id": identity.gateway_id}),
             );
@@ -250,7 +251,8 @@ impl Credential {
             // Removed or damaged while we hold it: write it back rather
             // than leave the next process without a credential.
             persist(&self.paths, &identity)?;
-            event_log::warn(
+            crate::event!(
+                Warn,
                 "central.identity_restored",
                 json!({"component": "central", "gateway_id": identity.gateway_id}),
             );
@@ -310,7 +312,8 @@ pub fn refresh(
         ..identity.clone()
     };
     persist(paths, &refreshed)?;
-    event_log::info(
+    crate::event!(
+        Info,
         "central.identity_refreshed",
         json!({"component": "central", "gateway_id": refreshed.gateway_id, "expires_at": refreshed.expires_at}),
     );
@@ -336,7 +339,8 @@ fn bootstrap(
         other: Map::new(),
     };
     persist(paths, &identity)?;
-    event_log::info(
+    crate::event!(
+        Info,
         "central.identity_bootstrapped",
         json!({"component": "central", "gateway_id": identity.gateway_id, "central_url": sink.url, "rebootstrap": previous.is_some()}),
     );
@@ -351,8 +355,8 @@ fn persist(paths: &Paths, identity: &Identity) -> Result<(), IdentityError> {
     statefile::create_private_dir(&dir).map_err(|err| write(&err))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(statefile::DIR_MODE))
         .map_err(|err| write(&err))?;
-    statefile::write(&paths.identity(), identity).map_err(|err| write(&err))?;
-    statefile::make_private(&paths.identity()).map_err(|err| write(&err))
+    // The write makes the file 0600 whatever the umask.
+    statefile::write(&paths.identity(), identity).map_err(|err| write(&err))
 }
 
 /// The `sub` of a JWT's payload, read without verifying the signature.

@@ -111,7 +111,8 @@ pub fn installation_id(paths: &Paths) -> Result<String, statefile::WriteError> {
         return Ok(installation.installation_id);
     }
     if let Some(problem) = installation_problem(paths) {
-        crate::event_log::error(
+        crate::event!(
+            Error,
             "installation.unreadable",
             json!({"path": paths.installation().display().to_string(), "message": problem, "detail": "replaced by a new installation id"}),
         );

@@ -30,7 +30,6 @@ use crate::control::engine::{self, ApplyEngine, RollbackOutcome, StageOutcome};
 use crate::control::identity::Credential;
 use crate::control::sink::{self, CentralSink, SinkError};
 use crate::daemon::messages::{PassReason, PassRequest, PollEvent};
-use crate::event_log;
 use crate::paths::{Paths, TimeScale};
 
 /// The failure ladder, unscaled seconds, by consecutive failures (1, 2, 3, 4+).
@@ -313,7 +312,8 @@ impl Poller {
             ConfigResponse::NotModified => {
                 let confirmed = engine.confirm_poll();
                 self.consecutive_failures = 0;
-                event_log::info(
+                crate::event!(
+                    Info,
                     "central.config.poll",
                     json!({"component": "central", "http_status": 304, "status": "ok"}),
                 );
@@ -334,13 +334,14 @@ impl Poller {
                     fields["error_kind"] = json!(err.kind());
                     fields["status"] = json!("error");
                 }
-                event_log::info("central.config.poll", fields);
+                crate::event!(Info, "central.config.poll", fields);
                 let outcome = PollOutcome::Confirming { stage: Some(stage) };
                 self.report(outcome, status, confirmed, interval)
             }
             ConfigResponse::NotRegistered => {
                 if self.consecutive_failures == 0 {
-                    event_log::warn(
+                    crate::event!(
+                        Warn,
                         "central.config.poll",
                         json!({"component": "central", "http_status": 404, "status": "skipped", "hyp_reason": "no_config_registered_legacy"}),
                     );
@@ -353,7 +354,8 @@ impl Poller {
                 status,
                 retry_after,
             } => {
-                event_log::warn(
+                crate::event!(
+                    Warn,
                     "central.config.poll",
                     json!({"component": "central", "error_kind": "config_poll_throttled", "http_status": status, "retry_after_seconds": retry_after}),
                 );
@@ -368,7 +370,8 @@ impl Poller {
                 self.report(outcome, status, None, delay)
             }
             ConfigResponse::TooLarge { bytes } => {
-                event_log::error(
+                crate::event!(
+                    Error,
                     "central.config.poll",
                     json!({"component": "central", "error_kind": "config_document_too_large", "http_status": 200, "body_bytes": bytes}),
                 );
@@ -394,11 +397,13 @@ impl Poller {
     ) -> PollReport {
         let failures = self.consecutive_failures + 1;
         match &message {
-            Some(message) => event_log::warn(
+            Some(message) => crate::event!(
+                Warn,
                 "central.config.poll_failed",
                 json!({"component": "central", "error_kind": error_kind, "consecutive_failures": failures, "message": message}),
             ),
-            None => event_log::warn(
+            None => crate::event!(
+                Warn,
                 "central.config.poll",
                 json!({"component": "central", "error_kind": error_kind, "http_status": http_status, "consecutive_failures": failures}),
             ),
@@ -473,7 +478,8 @@ impl PollActor {
         let engine = ApplyEngine::new(context.paths.clone(), context.time_scale);
         let poller = match Poller::new(&context.paths, context.time_scale) {
             Ok(poller) => {
-                event_log::info(
+                crate::event!(
+                    Info,
                     "central.poll_started",
                     json!({"component": "central", "central_url": poller.sink().url,
                         "poll_interval_seconds": poller.sink().poll_interval.as_secs()}),
@@ -481,7 +487,8 @@ impl PollActor {
                 Some(poller)
             }
             Err(err) => {
-                event_log::error(
+                crate::event!(
+                    Error,
                     "central.sink_invalid",
                     json!({"component": "central", "message": err.to_string()}),
                 );
@@ -558,7 +565,8 @@ impl PollActor {
             .unwrap_or_default();
         let offset =
             crate::splay::offset(&installation, "config-poll", poller.sink().poll_interval);
-        event_log::debug(
+        crate::event!(
+            Debug,
             "central.poll_splay",
             json!({"component": "central", "offset_ms": offset.as_millis() as u64}),
         );
@@ -580,7 +588,8 @@ impl PollActor {
         match spawned {
             Ok(_) => Some(result),
             Err(err) => {
-                event_log::error(
+                crate::event!(
+                    Error,
                     "central.config.poll_failed",
                     json!({"component": "central", "error_kind": "config_poll_error", "message": format!("cannot start the poll: {err}")}),
                 );
@@ -622,7 +631,8 @@ impl PollActor {
             stage: Some(StageOutcome::Applied { etag, deadline }),
         } = &report.outcome
         {
-            event_log::info(
+            crate::event!(
+                Info,
                 "daemon.restart_requested",
                 json!({"component": "daemon", "hyp_reason": "config_applied", "config_etag": etag}),
             );
@@ -653,7 +663,8 @@ impl PollActor {
         }
         match self.engine.expire_probation() {
             Some(RollbackOutcome::RolledBack { .. }) => {
-                event_log::info(
+                crate::event!(
+                    Info,
                     "daemon.restart_requested",
                     json!({"component": "daemon", "hyp_reason": "probation_expired"}),
                 );

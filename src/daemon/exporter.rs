@@ -33,7 +33,6 @@ use crate::actions::child::{self, Cancel, CancelSource, ChildOutcome, ChildSpec}
 use crate::config::cron::{self, Schedule};
 use crate::control::sink::CentralSink;
 use crate::daemon::messages::{ExportReason, ExportRequest};
-use crate::event_log;
 use crate::paths::{Paths, TimeScale};
 use crate::sink;
 
@@ -109,7 +108,8 @@ impl ExporterHandle {
     pub fn shutdown(self, deadline: Instant) {
         self.cancel.cancel(deadline);
         match self.exited.recv_deadline(deadline) {
-            Err(RecvTimeoutError::Timeout) => event_log::error(
+            Err(RecvTimeoutError::Timeout) => crate::event!(
+                Error,
                 "central.forward.exporter_stuck",
                 json!({"detail": "the exporter did not stop by the shutdown deadline"}),
             ),
@@ -178,7 +178,8 @@ impl ExporterActor {
             match wake {
                 Wake::Stop => break,
                 Wake::Tick => self.advance_tick(),
-                Wake::Request(reason) => event_log::debug(
+                Wake::Request(reason) => crate::event!(
+                    Debug,
                     "central.forward.export_requested",
                     json!({"hyp_reason": reason.name()}),
                 ),
@@ -190,7 +191,7 @@ impl ExporterActor {
                 break;
             }
         }
-        event_log::debug("central.forward.exporter_stopped", json!({}));
+        crate::event!(Debug, "central.forward.exporter_stopped", json!({}));
     }
 
     fn next_wake(&self, inbox: &Receiver<ExportRequest>) -> Wake {
@@ -233,7 +234,8 @@ impl ExporterActor {
                     };
                 }
                 Ok(_) => {}
-                Err(err) => event_log::warn(
+                Err(err) => crate::event!(
+                    Warn,
                     "central.forward.instance_invalid",
                     json!({"message": err.to_string()}),
                 ),
@@ -250,7 +252,8 @@ impl ExporterActor {
             Err(err) => {
                 if !self.invalid_schedules.contains(&sink.name) {
                     self.invalid_schedules.push(sink.name.clone());
-                    event_log::error(
+                    crate::event!(
+                        Error,
                         "central.forward.schedule_invalid",
                         json!({"hyp_sink_instance": sink.name, "schedule": expression, "message": err.to_string()}),
                     );
@@ -278,7 +281,8 @@ impl ExporterActor {
             grace: self.grace,
         };
         let run = child::run(&spec, &self.cancel, &|pid| {
-            event_log::debug(
+            crate::event!(
+                Debug,
                 "central.forward.export_started",
                 json!({"hyp_sink_instance": sink.name, "pid": pid}),
             );
@@ -306,10 +310,10 @@ impl ExporterActor {
         // One line per export that did something; an idle minute logs at debug.
         match (&run.outcome, status) {
             (ChildOutcome::Cancelled, _) | (ChildOutcome::Exited(0), Some("nothing_to_send")) => {
-                event_log::debug("central.forward.export", fields)
+                crate::event!(Debug, "central.forward.export", fields)
             }
-            (ChildOutcome::Exited(0), _) => event_log::info("central.forward.export", fields),
-            _ => event_log::warn("central.forward.export", fields),
+            (ChildOutcome::Exited(0), _) => crate::event!(Info, "central.forward.export", fields),
+            _ => crate::event!(Warn, "central.forward.export", fields),
         }
         settled
     }

@@ -2,12 +2,16 @@
 //! (read backwards in chunks, so a 10 MiB log costs one chunk), and
 //! following the file as it grows, surviving rotation. This runs in the CLI,
 //! not the daemon, so following polls the file's size on a short timer.
+//! [`LogPrinter`] turns the JSON lines into readable ones
+//! ([`crate::logging::readable_line`]) unless `--json` asks for them raw.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
+
+use serde_json::Value;
 
 const CHUNK: u64 = 64 * 1024;
 /// How often `follow` looks at the file.
@@ -106,6 +110,61 @@ pub fn read_new(path: &Path, position: &mut FollowPosition) -> io::Result<Vec<u8
     Ok(bytes)
 }
 
+/// What `hyp daemon logs` prints for the bytes it reads: with `--json` the
+/// bytes as they are; else one readable line per complete JSON line, a
+/// line not yet ended being held until the rest arrives.
+#[derive(Debug)]
+pub struct LogPrinter {
+    json: bool,
+    pending: Vec<u8>,
+}
+
+impl LogPrinter {
+    pub fn new(json: bool) -> LogPrinter {
+        LogPrinter {
+            json,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The text for `bytes`, read after whatever came before.
+    pub fn lines(&mut self, bytes: &[u8]) -> String {
+        if self.json {
+            return String::from_utf8_lossy(bytes).into_owned();
+        }
+        self.pending.extend_from_slice(bytes);
+        let Some(last_newline) = self.pending.iter().rposition(|byte| *byte == b'\n') else {
+            return String::new();
+        };
+        let complete: Vec<u8> = self.pending.drain(..=last_newline).collect();
+        complete
+            .split(|byte| *byte == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| format!("{}\n", readable(line)))
+            .collect()
+    }
+
+    /// A last line that never ended (a tail read while it was written).
+    pub fn rest(&mut self) -> String {
+        if self.pending.is_empty() {
+            return String::new();
+        }
+        let line = std::mem::take(&mut self.pending);
+        format!("{}\n", readable(&line))
+    }
+}
+
+/// One log line for people: an event line rendered, anything else (a line
+/// cut short, another program's text) as it is, cleaned for a terminal.
+fn readable(line: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(map)) if map.get("event").is_some_and(Value::is_string) => {
+            crate::logging::readable_line(&map)
+        }
+        _ => crate::sanitize::clean(&String::from_utf8_lossy(line), usize::MAX),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +215,30 @@ mod tests {
         std::fs::rename(&path, dir.path().join("daemon.log.1")).unwrap();
         std::fs::write(&path, "three\n").unwrap();
         assert_eq!(read_new(&path, &mut position).unwrap(), b"three\n");
+    }
+
+    #[test]
+    fn the_printer_renders_event_lines_and_holds_an_unended_one() {
+        let event = r#"{"ts":"2026-12-04T10:02:03.456Z","level":"warn","event":"config.rollback","pid":1,"run_id":"r","config_etag":"rev-2"}"#;
+        let mut printer = LogPrinter::new(false);
+        let (head, tail) = event.split_at(40);
+        assert_eq!(
+            printer.lines(format!("{{\"n\":1}}\nplain \u{1b}text\n{head}").as_bytes()),
+            "{\"n\":1}\nplain text\n"
+        );
+        assert_eq!(
+            printer.lines(format!("{tail}\n").as_bytes()),
+            "2026-12-04T10:02:03Z warn  config.rollback  config_etag=rev-2\n"
+        );
+        assert_eq!(printer.rest(), "");
+        printer.lines(b"{\"cut");
+        assert_eq!(printer.rest(), "{\"cut\n");
+
+        let mut raw = LogPrinter::new(true);
+        assert_eq!(
+            raw.lines(format!("{event}\n{head}").as_bytes()),
+            format!("{event}\n{head}")
+        );
+        assert_eq!(raw.rest(), "");
     }
 }

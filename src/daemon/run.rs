@@ -29,7 +29,7 @@ use crate::daemon::pid_file::{self, PidFile};
 use crate::daemon::signals::{self, DaemonSignal};
 use crate::daemon::status_file::{self, DaemonState, StatusWriter};
 use crate::daemon::watchdog::Watchdog;
-use crate::event_log;
+use crate::logging;
 use crate::paths::{Paths, TimeScale};
 
 /// Grace for an in-flight poll when the poll thread is stopped.
@@ -152,19 +152,24 @@ fn announce(paths: &Paths, time_scale: TimeScale) -> Result<StatusWriter, Daemon
         status.warn(format!("pid_file_write_failed: {err}"));
     }
     status.write(DaemonState::Starting);
-    if let Err(err) = event_log::install(&paths.daemon_log(), &run_id) {
+    // `cli::main` refused a bad `HYP_LOG` before any command ran.
+    let filter = logging::filter_from_env().ok().flatten();
+    if let Err(err) = logging::init_daemon(&paths.daemon_log(), &run_id, filter.as_deref()) {
         crate::cli::output::warning(&format!(
             "cannot open the daemon log {}: {err} (running without it)",
             paths.daemon_log().display()
         ));
+        logging::init_terminal(filter.as_deref());
     }
     if let Err(err) = pid_file_written {
-        event_log::error(
+        crate::event!(
+            Error,
             "daemon.pid_file_write_failed",
             json!({"message": err.to_string()}),
         );
     }
-    event_log::info(
+    crate::event!(
+        Info,
         "daemon.starting",
         json!({
             "config_path": paths.local_config().path.display().to_string(),
@@ -203,7 +208,11 @@ fn remove_stray_temps(paths: &Paths) {
         .map(|dir| crate::statefile::remove_stray_temps(dir))
         .sum();
     if removed > 0 {
-        event_log::info("daemon.stray_temps_removed", json!({"count": removed}));
+        crate::event!(
+            Info,
+            "daemon.stray_temps_removed",
+            json!({"count": removed})
+        );
     }
 }
 
@@ -218,7 +227,8 @@ fn boot(
 ) -> Result<Daemon, DaemonError> {
     let boot = engine::evaluate_at_boot(paths);
     if boot.action != "none" {
-        event_log::info(
+        crate::event!(
+            Info,
             "daemon.config_probation_boot_action",
             json!({"action": boot.action}),
         );
@@ -230,7 +240,8 @@ fn boot(
     {
         // Made at join; a host joined by an older hyp gets one here. Without
         // it the splay and batch ids still work, only less spread.
-        event_log::warn(
+        crate::event!(
+            Warn,
             "daemon.installation_id_failed",
             json!({"message": err.to_string()}),
         );
@@ -246,7 +257,11 @@ fn boot(
     let worker = match WorkerHandle::spawn(worker_context, pass_inbox) {
         Ok(worker) => worker,
         Err(err) => {
-            event_log::error("daemon.boot_failed", json!({"message": err.to_string()}));
+            crate::event!(
+                Error,
+                "daemon.boot_failed",
+                json!({"message": err.to_string()})
+            );
             status.warn(format!(
                 "boot_failed: cannot start the worker thread: {err}"
             ));
@@ -260,7 +275,8 @@ fn boot(
     {
         Ok(exporter) => Some(exporter),
         Err(err) => {
-            event_log::error(
+            crate::event!(
+                Error,
                 "daemon.exporter_start_failed",
                 json!({"message": err.to_string()}),
             );
@@ -293,7 +309,8 @@ fn boot(
         daemon.request_pass(PassReason::Boot);
     }
     daemon.write_status(DaemonState::Healthy);
-    event_log::info(
+    crate::event!(
+        Info,
         "daemon.healthy",
         json!({
             "state": "healthy",
@@ -360,7 +377,7 @@ impl Daemon {
                     Ok(signal) if signal.stops() => return Ending::Shutdown { signal },
                     Ok(DaemonSignal::Reload) => self.reload(),
                     Ok(_) => {
-                        event_log::info(
+                        crate::event!(Info,
                             "daemon.restart_requested",
                             json!({"hyp_reason": "signal"}),
                         );
@@ -384,7 +401,11 @@ impl Daemon {
 
     fn on_poll_event(&mut self, event: PollEvent) -> Option<Ending> {
         if !matches!(event, PollEvent::Polled(_)) {
-            event_log::debug("daemon.poll_event", json!({"event": format!("{event:?}")}));
+            crate::event!(
+                Debug,
+                "daemon.poll_event",
+                json!({"event": format!("{event:?}")})
+            );
         }
         match event {
             PollEvent::Applied { etag, deadline } => {
@@ -396,7 +417,11 @@ impl Daemon {
             }
             PollEvent::ProbationCleared { etag } => {
                 self.watchdog.disarm();
-                event_log::info("daemon.probation_watchdog_disarmed", json!({"etag": etag}));
+                crate::event!(
+                    Info,
+                    "daemon.probation_watchdog_disarmed",
+                    json!({"etag": etag})
+                );
                 self.write_status(DaemonState::Healthy);
                 None
             }
@@ -417,10 +442,15 @@ impl Daemon {
         self.watchdog.disarm();
         match &self.poll {
             Some(poll) => {
-                event_log::warn("daemon.probation_watchdog_fired", json!({"etag": etag}));
+                crate::event!(
+                    Warn,
+                    "daemon.probation_watchdog_fired",
+                    json!({"etag": etag})
+                );
                 poll.watchdog_expired();
             }
-            None => event_log::warn(
+            None => crate::event!(
+                Warn,
                 "daemon.probation_watchdog_fired",
                 json!({"etag": etag, "detail": "no poll thread runs (no central layer); nothing to roll back"}),
             ),
@@ -431,14 +461,14 @@ impl Daemon {
     /// SIGHUP: re-merge both layers, start or stop the poll thread to match,
     /// re-read probation for the watchdog, and ask for a pass when confirmed.
     fn reload(&mut self) {
-        event_log::info("daemon.reload_requested", json!({}));
+        crate::event!(Info, "daemon.reload_requested", json!({}));
         let effective = config::load_effective(&self.paths);
         effective.log_merge_outcome();
         // The poll thread reads the sink and identity once, at spawn: a
         // re-join may have changed both, so a reload always starts it afresh.
         if let Some(poll) = self.poll.take() {
             poll.stop(self.time_scale.secs(POLL_STOP_GRACE_SECS));
-            event_log::info("daemon.poll_stopped", json!({"reason": "reload"}));
+            crate::event!(Info, "daemon.poll_stopped", json!({"reason": "reload"}));
         }
         self.set_central_layer(effective.has_central_layer);
         let probation = engine::active_probation(&self.paths);
@@ -454,7 +484,8 @@ impl Daemon {
         self.status
             .update(|status| status.last_reload_at = Some(now));
         self.write_status(DaemonState::Healthy);
-        event_log::info(
+        crate::event!(
+            Info,
             "daemon.reloaded",
             json!({
                 "central_layer": effective.has_central_layer,
@@ -479,10 +510,11 @@ impl Daemon {
                 match PollHandle::spawn(context) {
                     Ok(poll) => {
                         self.poll = Some(poll);
-                        event_log::info("daemon.poll_started", json!({}));
+                        crate::event!(Info, "daemon.poll_started", json!({}));
                     }
                     Err(err) => {
-                        event_log::error(
+                        crate::event!(
+                            Error,
                             "daemon.poll_start_failed",
                             json!({"message": err.to_string()}),
                         );
@@ -493,7 +525,8 @@ impl Daemon {
             }
             (Some(poll), false) => {
                 poll.stop(self.time_scale.secs(POLL_STOP_GRACE_SECS));
-                event_log::info(
+                crate::event!(
+                    Info,
                     "daemon.poll_stopped",
                     json!({"reason": "central_layer_gone"}),
                 );
@@ -504,7 +537,8 @@ impl Daemon {
     }
 
     fn request_pass(&self, reason: PassReason) {
-        event_log::debug(
+        crate::event!(
+            Debug,
             "daemon.pass_requested",
             json!({"hyp_reason": format!("{reason:?}")}),
         );
@@ -546,7 +580,8 @@ impl Daemon {
         }
         status.update(|status| status.poll_thread = false);
         status.write(state);
-        event_log::info(
+        crate::event!(
+            Info,
             "daemon.stopping",
             json!({
                 "reason": reason,
@@ -564,7 +599,7 @@ impl Daemon {
         let ending = last_look_before_exec(ending, &signals);
         match (ending, drain_end) {
             (_, DrainEnd::Forced(signal)) => {
-                event_log::warn("daemon.forced_exit", json!({"signal": signal.name()}));
+                crate::event!(Warn, "daemon.forced_exit", json!({"signal": signal.name()}));
                 status.warn(format!(
                     "forced exit: a second {} arrived during shutdown",
                     signal.name()
@@ -574,22 +609,28 @@ impl Daemon {
             }
             (Ending::Restart { reason }, drain_end) => {
                 if drain_end == DrainEnd::Overran {
-                    event_log::warn(
+                    crate::event!(
+                        Warn,
                         "daemon.shutdown_overran",
                         json!({"budget_secs": DRAIN_BUDGET_SECS}),
                     );
                 }
-                event_log::info("daemon.exec", json!({"hyp_reason": reason}));
+                crate::event!(Info, "daemon.exec", json!({"hyp_reason": reason}));
                 let _ =
                     crate::cli::output::stdout_text(&format!("daemon: restarting ({reason})\n"));
                 let err = exec_self();
-                event_log::error("daemon.exec_failed", json!({"message": err.to_string()}));
+                crate::event!(
+                    Error,
+                    "daemon.exec_failed",
+                    json!({"message": err.to_string()})
+                );
                 status.warn(format!("staged restart failed: cannot exec: {err}"));
                 stop_for_good(&paths, status, lock);
                 RunOutcome::ExecFailed
             }
             (Ending::Shutdown { .. }, DrainEnd::Overran) => {
-                event_log::warn(
+                crate::event!(
+                    Warn,
                     "daemon.shutdown_overran",
                     json!({"budget_secs": DRAIN_BUDGET_SECS}),
                 );
@@ -639,7 +680,8 @@ fn drain_threads(
     if let Err(err) = spawned {
         // The closure (and with it every handle) is dropped: the threads see
         // their inboxes close and end on their own; `drained` disconnects.
-        event_log::error(
+        crate::event!(
+            Error,
             "daemon.drain_thread_failed",
             json!({"message": err.to_string()}),
         );
@@ -678,7 +720,7 @@ fn wait_for_drain(
             recv(drained) -> _ => return (ending, DrainEnd::Done),
             recv(signals) -> signal => match (signal, &ending) {
                 (Ok(signal), Ending::Restart { .. }) if signal.stops() => {
-                    event_log::info(
+                    crate::event!(Info,
                         "daemon.restart_cancelled",
                         json!({"signal": signal.name(), "detail": "stopping instead"}),
                     );
@@ -687,7 +729,7 @@ fn wait_for_drain(
                 (Ok(signal), Ending::Shutdown { .. }) if signal.stops() => {
                     return (ending, DrainEnd::Forced(signal));
                 }
-                (Ok(signal), _) => event_log::info(
+                (Ok(signal), _) => crate::event!(Info,
                     "daemon.signal_ignored",
                     json!({"signal": signal.name(), "detail": "draining"}),
                 ),
@@ -702,9 +744,10 @@ fn wait_for_drain(
 /// a reader never sees a free lock next to a live-looking status).
 fn stop_for_good(paths: &Paths, mut status: StatusWriter, lock: DaemonLock) {
     status.write(DaemonState::Stopped);
-    event_log::info("daemon.stopped", json!({}));
+    crate::event!(Info, "daemon.stopped", json!({}));
     if let Err(err) = pid_file::remove(paths) {
-        event_log::error(
+        crate::event!(
+            Error,
             "daemon.pid_file_remove_failed",
             json!({"message": err.to_string()}),
         );
@@ -753,7 +796,8 @@ fn last_look_before_exec(ending: Ending, signals: &Receiver<DaemonSignal>) -> En
     signals::quiesce();
     match signals.try_iter().find(|signal| signal.stops()) {
         Some(signal) => {
-            event_log::info(
+            crate::event!(
+                Info,
                 "daemon.restart_cancelled",
                 json!({"signal": signal.name(), "detail": "stopping instead"}),
             );

@@ -17,8 +17,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -304,33 +303,14 @@ pub fn unit_environment(content: &str, name: &str) -> Option<String> {
     })
 }
 
-/// Write the unit atomically (temp file, fsync, rename), mode 0644.
+/// Write the unit atomically (temp file, fsync, rename, fsync), mode 0644.
 pub fn write_unit(plan: &UnitPlan) -> Result<(), ServiceError> {
     let wrap = |source: io::Error| ServiceError::Write {
         path: plan.unit_path.clone(),
         source,
     };
     fs::create_dir_all(&plan.unit_dir).map_err(wrap)?;
-    let temp_path = plan
-        .unit_dir
-        .join(format!(".{UNIT_NAME}.{}.tmp", std::process::id()));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&temp_path)
-        .and_then(|mut file| {
-            file.write_all(plan.content.as_bytes())?;
-            file.set_permissions(fs::Permissions::from_mode(0o644))?;
-            file.sync_all()
-        })
-        .and_then(|()| fs::rename(&temp_path, &plan.unit_path));
-    if let Err(err) = written {
-        let _ = fs::remove_file(&temp_path);
-        return Err(wrap(err));
-    }
-    Ok(())
+    crate::statefile::write_atomic(&plan.unit_path, plan.content.as_bytes(), 0o644).map_err(wrap)
 }
 
 /// Remove the unit file at `path`; `Ok(false)` when there was none.

@@ -136,7 +136,8 @@ impl StatusWriter {
                 u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX)
             });
         if let Err(err) = statefile::write(&self.paths.status_file(), &self.status) {
-            crate::event_log::error(
+            crate::event!(
+                Error,
                 "daemon.status_write_failed",
                 json!({"state": state.name(), "message": err.to_string()}),
             );

@@ -33,7 +33,6 @@ use super::{Failure, FailureKind, InstanceReport, SyncStatus};
 use crate::control::client::{CentralClient, MIN_REQUEST_DEADLINE};
 use crate::control::identity::Credential;
 use crate::control::sink::CentralSink;
-use crate::event_log;
 use crate::paths::{Paths, TimeScale};
 use crate::time::iso_ms;
 
@@ -100,7 +99,8 @@ pub fn run(
         paths,
     );
     if let Err(err) = store.set_export_state(&state) {
-        event_log::error(
+        crate::event!(
+            Error,
             "central.forward.state_write_failed",
             json!({"hyp_sink_instance": sink.name, "message": err.to_string()}),
         );
@@ -135,9 +135,9 @@ fn report(
         "message": failure.map(|failure| failure.message.clone()),
     });
     if failure.is_some() {
-        event_log::warn("central.forward.failed", log_fields);
+        crate::event!(Warn, "central.forward.failed", log_fields);
     } else {
-        event_log::info("central.forward.export", log_fields);
+        crate::event!(Info, "central.forward.export", log_fields);
     }
     InstanceReport {
         instance: instance.to_string(),
@@ -330,7 +330,8 @@ impl<'a> Export<'a> {
         let ledger_check = store.has_sent_rows(target).map_err(Failure::state)?;
         let mark = Watermark::start(&cache.generation, ledger_check);
         store.set_watermark(target, &mark).map_err(Failure::state)?;
-        event_log::info(
+        crate::event!(
+            Info,
             "central.forward.watermark_reset",
             json!({"cache_generation": mark.generation, "ledger_check": ledger_check}),
         );

@@ -22,7 +22,6 @@ use super::store::{ForwardStore, Intent, IntentKind, TargetId, Watermark};
 use super::{Failure, FailureKind, SIGNAL};
 use crate::control::client::{CentralClient, IngestResponse};
 use crate::control::identity::Credential;
-use crate::event_log;
 use crate::paths::TimeScale;
 
 /// The 429/503 ladder when no positive `Retry-After` is given, seconds.
@@ -72,13 +71,15 @@ impl Uplink<'_> {
             return Ok(());
         };
         let Some(body) = self.store.intent_body(self.target, &intent) else {
-            event_log::warn(
+            crate::event!(
+                Warn,
                 "central.forward.intent_lost",
                 json!({"batch_id": intent.batch_id, "detail": "the intent's body file is missing or changed; its rows are sent again from the cache"}),
             );
             return self.forget_intent();
         };
-        event_log::info(
+        crate::event!(
+            Info,
             "central.forward.replay",
             json!({"batch_id": intent.batch_id, "rows": intent.part_hashes.len(), "bytes": intent.bytes}),
         );
@@ -236,7 +237,8 @@ impl Uplink<'_> {
         self.tally.rows_sent += intent.part_hashes.len() as u64;
         self.tally.bytes_sent += intent.bytes;
         self.tally.chunks += 1;
-        event_log::debug(
+        crate::event!(
+            Debug,
             "central.forward.chunk",
             json!({"hyp_sink_signal": SIGNAL, "hyp_dataset": crate::backfill::DATASET, "batch_id": intent.batch_id,
                    "chunk_index": self.tally.chunks - 1, "rows": intent.part_hashes.len(), "bytes": intent.bytes}),
@@ -258,7 +260,8 @@ impl Uplink<'_> {
             .map_err(Failure::state)?;
         self.tally.rows_quarantined += 1;
         self.tally.last_refusal = Some((status, detail.to_string()));
-        event_log::warn(
+        crate::event!(
+            Warn,
             "central.forward.quarantined",
             json!({"part_id": part_id, "http_status": status, "message": detail}),
         );
@@ -320,7 +323,8 @@ impl Uplink<'_> {
                         failure.retry_after = Some(delay);
                         return Err(failure);
                     }
-                    event_log::debug(
+                    crate::event!(
+                        Debug,
                         "central.forward.backpressure",
                         json!({"http_status": status, "retry_after_seconds": delay.as_secs(), "retry": ladder_step}),
                     );

@@ -65,3 +65,41 @@ fn no_home_at_all_is_a_clear_error() {
         .assert_exit(2)
         .assert_stderr_contains("set HYP_HOME or HOME");
 }
+
+#[test]
+fn an_invalid_hyp_log_filter_is_a_startup_error() {
+    let mut env = TestEnv::new();
+    env.set_var("HYP_LOG", "warn,hyp=loud");
+    for args in [vec!["status"], vec!["daemon", "run"]] {
+        let run = env.hyp(&args).assert_exit(2);
+        assert_eq!(
+            run.stderr(),
+            "hyp: HYP_LOG: invalid filter 'warn,hyp=loud': invalid logging spec 'loud'\n"
+        );
+        assert!(run.stdout().is_empty());
+    }
+    assert!(
+        !env.state_root().join("logs").exists(),
+        "the daemon refused before it opened its log"
+    );
+}
+
+#[test]
+fn hyp_log_sends_readable_lines_to_stderr_outside_the_daemon() {
+    let mut host = crate::forward_answers::Host::with_rows(1, 2);
+    host.env.set_var("HYP_LOG", "hyp::sink=info");
+    let run = host.env.hyp(["sync", "--yes"]).assert_success();
+    let stderr = run.stderr();
+    let line = stderr
+        .lines()
+        .find(|line| line.contains(" info  central.forward.export  "))
+        .unwrap_or_else(|| panic!("no readable export line on stderr:\n{stderr}"));
+    assert!(line.contains("rows_sent=2"), "{line}");
+    host.env.remove_var("HYP_LOG");
+    let run = host.env.hyp(["sync", "--yes"]).assert_success();
+    assert!(
+        !run.stderr().contains("central.forward"),
+        "nothing is logged without HYP_LOG: {}",
+        run.stderr()
+    );
+}

@@ -676,6 +676,26 @@ fn logs_prints_the_last_lines() {
 }
 
 #[test]
+fn logs_are_readable_by_default_and_raw_with_json() {
+    let env = daemon_env();
+    let lines = concat!(
+        r#"{"ts":"2026-12-04T10:02:03.456Z","level":"warn","event":"config.rollback","pid":9,"run_id":"r","config_etag":"rev-2","hyp_reason":"probation expired"}"#,
+        "\n",
+        r#"{"ts":"2026-12-04T10:02:04.000Z","level":"info","event":"daemon.stopped","pid":9,"run_id":"r"}"#,
+        "\n",
+    );
+    env.write(env.state_root().join("logs/daemon.log"), lines);
+    let run = env.hyp(["daemon", "logs"]).assert_success();
+    assert_eq!(
+        run.stdout(),
+        "2026-12-04T10:02:03Z warn  config.rollback  config_etag=rev-2 hyp_reason=\"probation expired\"\n\
+         2026-12-04T10:02:04Z info  daemon.stopped\n"
+    );
+    let run = env.hyp(["daemon", "logs", "--json"]).assert_success();
+    assert_eq!(run.stdout(), lines);
+}
+
+#[test]
 fn bare_daemon_prints_its_help() {
     let env = daemon_env();
     env.hyp(["daemon"])

@@ -325,3 +325,31 @@ fn a_corrupt_state_file_is_tolerated_at_boot() {
     assert!(fleet.daemon_pid_alive());
     fleet.stop_daemon();
 }
+
+#[test]
+fn hyp_log_filters_the_daemon_log_by_module() {
+    let mut env = TestEnv::new();
+    env.set_var("HYP_LOG", "warn,hyp::control=debug");
+    let mut fleet = Fleet::joined_to(FakeCentral::start(), env);
+    fleet.central.serve("rev-1", &fleet.document("one"));
+    fleet.start_daemon();
+    fleet.wait_confirmed("rev-1");
+    fleet.stop_daemon();
+    // Debug lines of `hyp::control::*` (the poll's splay), its info lines
+    // (the apply), and nothing below warn from anywhere else.
+    assert!(
+        fleet.count_events("central.poll_splay") >= 1,
+        "{}",
+        fleet.log()
+    );
+    assert!(fleet.count_events("config.applied") == 1, "{}", fleet.log());
+    for quiet in ["daemon.starting", "daemon.healthy", "daemon.stopped"] {
+        assert_eq!(fleet.count_events(quiet), 0, "{quiet}: {}", fleet.log());
+    }
+    for line in fleet.log().lines() {
+        let line: Value = serde_json::from_str(line).expect("a JSON line");
+        for key in ["ts", "level", "event", "pid", "run_id"] {
+            assert!(line.get(key).is_some(), "{key} missing: {line}");
+        }
+    }
+}

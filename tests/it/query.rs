@@ -92,3 +92,51 @@ fn bad_sql_is_a_clear_failure() {
         .assert_exit(1)
         .assert_stderr_contains("hyp query sql: no such column: nope");
 }
+
+/// Whether `pid` catches `signal` (its handler is installed), from
+/// `/proc/<pid>/status`.
+fn catches(pid: u32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+/// A statement that would run for hours, signalled once it runs.
+fn interrupted_query(signal: i32) -> std::process::Output {
+    use std::time::Duration;
+    let env = with_rows();
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                   SELECT count(*) FROM n";
+    let mut child = env
+        .command(["query", "sql", endless])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hyp query sql");
+    let pid = child.id();
+    crate::support::wait_until(Duration::from_secs(30), "the query's handlers", || {
+        catches(pid, libc::SIGINT) && catches(pid, libc::SIGTERM)
+    });
+    // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+    crate::support::wait_until(Duration::from_secs(30), "the query to stop", || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    child.wait_with_output().expect("wait for hyp query sql")
+}
+
+#[test]
+fn a_long_query_interrupted_exits_130_or_143_cleanly() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let output = interrupted_query(signal);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+        assert_eq!(stderr, "hyp query sql: interrupted\n");
+        assert!(output.stdout.is_empty());
+    }
+}

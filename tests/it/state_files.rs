@@ -260,6 +260,10 @@ impl Fleet {
                 && report["client_actions"][0]["state"] == "done"
                 && applied.hyp_home().join(CAPTURE).exists()
                 && applied.hyp_home().join(FORWARD_DB).exists()
+                // The export child has closed forward.db: a WAL copied into
+                // the cases would be deleted by status's read-only open of
+                // an emptied forward.db, as if status wrote.
+                && !applied.hyp_home().join(format!("{FORWARD_DB}-wal")).exists()
         });
         daemon.stop("the preparing daemon");
         let write = |relative: &str, value: Value| {
@@ -562,7 +566,8 @@ fn writer_dirs(env: &TestEnv) -> Vec<PathBuf> {
     .collect()
 }
 
-/// `<file>.<pid>.<12 hex>.tmp`, the atomic writer's temp name.
+/// `<file>.<pid>.<12 letters or digits>.tmp`, the atomic writer's staging
+/// directory.
 fn temp_name(pid: u32, salt: &str) -> String {
     format!("state.json.{pid}.{salt}.tmp")
 }
@@ -578,21 +583,25 @@ fn daemon_boot_removes_stray_temps_of_dead_writers_and_its_own_pid_only() {
     let dead = reaped.id();
     reaped.wait().expect("reap it");
     let alive = std::process::id();
+    // What a writer killed mid-write leaves: its staging directory, with
+    // atomicwrites' temp directory and half a file inside.
     let plant = |name: &str| {
         for dir in &dirs {
-            fs::write(dir.join(name), b"{\"half\": ").expect("plant a temp file");
+            let inner = dir.join(name).join(".atomicwriteX1y2Z3");
+            fs::create_dir_all(&inner).expect("plant a staging directory");
+            fs::write(inner.join("tmpfile.tmp"), b"{\"half\": ").expect("plant a temp file");
         }
     };
     let present = |name: &str| dirs.iter().filter(|dir| dir.join(name).exists()).count();
     let kept = [
         "notes.tmp".to_string(),
         temp_name(alive, "0123456789ab"),
-        temp_name(dead, "0123456789AB"),
+        temp_name(dead, "0123456789a-"),
     ];
     for name in &kept {
         plant(name);
     }
-    let dead_temp = temp_name(dead, "0123456789ab");
+    let dead_temp = temp_name(dead, "0123456789AB");
     plant(&dead_temp);
 
     // A cold boot removes the dead writer's temps.
