@@ -50,11 +50,18 @@ pub fn row_count(db: &Path) -> Result<u64, String> {
 /// mid-transaction, so the file is opened `immutable` (no `-shm` is
 /// created); otherwise a plain read-only connection joins the writer's WAL.
 pub fn open_snapshot(db: &Path) -> rusqlite::Result<Connection> {
-    if wal_path(db).exists() {
+    if wal_path(db).exists() && !is_emptied(db) {
         open_shared(db)
     } else {
         open_uri(db, "immutable=1")
     }
+}
+
+/// A database file of 0 bytes: someone emptied it. SQLite would read a
+/// leftover `-wal` beside it as stale and delete it even on a read-only
+/// connection, so such a file is only ever opened `immutable`.
+fn is_emptied(db: &Path) -> bool {
+    std::fs::metadata(db).is_ok_and(|meta| meta.is_file() && meta.len() == 0)
 }
 
 /// A read-only connection that joins a writer's WAL (never `immutable`).
@@ -144,6 +151,36 @@ mod tests {
 
     fn go_on() -> Arc<AtomicBool> {
         Arc::new(AtomicBool::new(false))
+    }
+
+    #[test]
+    fn a_snapshot_of_an_emptied_file_leaves_its_leftover_wal_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("forward.db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+            )
+            .unwrap();
+            // Keep the -wal: copy it aside while the writer is open.
+            std::fs::copy(wal_path(&db), dir.path().join("saved-wal")).unwrap();
+        }
+        std::fs::write(&db, b"").unwrap();
+        std::fs::copy(dir.path().join("saved-wal"), wal_path(&db)).unwrap();
+        let wal_before = std::fs::read(wal_path(&db)).unwrap();
+        {
+            let conn = open_snapshot(&db).unwrap();
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(tables, 0, "an emptied file reads as an empty database");
+        }
+        assert_eq!(
+            std::fs::read(wal_path(&db)).unwrap(),
+            wal_before,
+            "the -wal is untouched"
+        );
     }
 
     #[test]
