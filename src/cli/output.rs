@@ -23,7 +23,20 @@ pub fn stdout_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
 
 fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut stdout = io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+    finish_stdout(stdout.write_all(bytes).and_then(|()| stdout.flush()))
+}
+
+/// stdout behind a 64 KiB buffer, for output written as it is produced
+/// (`hyp query sql` streams rows through it). Hand the outcome of the
+/// writes and the final flush to [`finish_stdout`].
+pub fn stdout_buffered() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::with_capacity(64 * 1024, io::stdout().lock())
+}
+
+/// The outcome of writing to stdout: a closed pipe (`hyp query sql ... |
+/// head`) is a quiet success, any other error a failure.
+pub fn finish_stdout(res: io::Result<()>) -> Result<(), CliError> {
+    match res {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(err) => Err(CliError::failed(format!("cannot write to stdout: {err}"))),

@@ -19,6 +19,7 @@ mod heal;
 mod history;
 mod join;
 mod query;
+mod query_stream;
 mod state_files;
 mod status;
 mod support;
