@@ -4,6 +4,7 @@
 
 mod actions;
 mod backfill;
+mod backfill_report;
 mod backfill_resume;
 mod capture;
 mod cli;
