@@ -15,7 +15,7 @@ pub mod sanitize;
 pub mod sink;
 pub mod splay;
 pub mod statefile;
-pub mod suggest;
 pub mod status;
+pub mod suggest;
 pub mod time;
 pub mod units;

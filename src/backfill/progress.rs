@@ -87,7 +87,7 @@ impl Progress {
 
 /// Whether progress should be drawn at all.
 pub fn wanted() -> bool {
-    std::io::stderr().is_terminal()
+    std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|term| term != "dumb")
 }
 
 /// Redraw the progress line until `done` fires or disconnects, then clear it.

@@ -423,8 +423,19 @@ mod tests {
         assert_eq!(parse_bound_ms("12h", now), Some(now - 12 * 3_600_000));
         assert_eq!(parse_bound_ms("2w", now), Some(86 * DAY_MS));
         assert_eq!(parse_bound_ms("0d", now), Some(now));
-        assert_eq!(parse_bound_ms("2026-01-01", now), parse_date_ms("2026-01-01"));
-        for bad in ["-1d", "d", "1.5d", "3m", "1 d", "99999999999999999999w", "w2"] {
+        assert_eq!(
+            parse_bound_ms("2026-01-01", now),
+            parse_date_ms("2026-01-01")
+        );
+        for bad in [
+            "-1d",
+            "d",
+            "1.5d",
+            "3m",
+            "1 d",
+            "99999999999999999999w",
+            "w2",
+        ] {
             assert_eq!(parse_bound_ms(bad, now), None, "{bad} must be refused");
         }
     }
@@ -436,10 +447,19 @@ mod tests {
             until_ms: None,
         };
         let lines = WindowLines::count(&window, [Some(5), None, Some(20)].into_iter());
-        assert_eq!(lines, WindowLines { kept: 2, outside: 1 });
+        assert_eq!(
+            lines,
+            WindowLines {
+                kept: 2,
+                outside: 1
+            }
+        );
         assert!(!lines.all_outside());
         assert!(WindowLines::count(&window, [Some(1), Some(2)].into_iter()).all_outside());
-        assert!(!WindowLines::default().all_outside(), "an empty read is not outside");
+        assert!(
+            !WindowLines::default().all_outside(),
+            "an empty read is not outside"
+        );
     }
 
     #[test]

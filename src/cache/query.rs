@@ -151,11 +151,7 @@ pub fn stream_sql(path: &Path, sql: &str, sink: &mut dyn RowSink) -> Result<u64,
     if !statement.readonly() {
         return Err(CacheError::WriteRefused.into());
     }
-    let names: Vec<String> = statement
-        .column_names()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let names: Vec<String> = statement.column_names().map(str::to_string).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     sink.columns(&name_refs).map_err(QueryError::Write)?;
     let width = names.len();
@@ -282,7 +278,9 @@ mod tests {
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n",
             &mut sink,
         );
-        assert!(matches!(res, Err(QueryError::Write(err)) if err.kind() == io::ErrorKind::BrokenPipe));
+        assert!(
+            matches!(res, Err(QueryError::Write(err)) if err.kind() == io::ErrorKind::BrokenPipe)
+        );
         assert_eq!(sink.0, 1, "one row, then stop (the statement is endless)");
     }
 

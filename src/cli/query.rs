@@ -243,7 +243,10 @@ impl<'a, W: Write> JsonRows<'a, W> {
 impl<W: Write> RowSink for JsonRows<'_, W> {
     fn columns(&mut self, names: &[&str]) -> io::Result<()> {
         for (index, name) in names.iter().enumerate() {
-            let last = names.iter().rposition(|other| other == name).unwrap_or(index);
+            let last = names
+                .iter()
+                .rposition(|other| other == name)
+                .unwrap_or(index);
             if names[..index].contains(name) {
                 continue;
             }
@@ -373,6 +376,9 @@ mod tests {
     #[test]
     fn invalid_utf8_text_is_replaced_not_fatal() {
         let rows = vec![vec![Cell::Text(b"ok\xff")]];
-        assert_eq!(render(Format::Ndjson, &["t"], &rows), "{\"t\":\"ok\u{fffd}\"}\n");
+        assert_eq!(
+            render(Format::Ndjson, &["t"], &rows),
+            "{\"t\":\"ok\u{fffd}\"}\n"
+        );
     }
 }

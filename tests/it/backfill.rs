@@ -527,7 +527,11 @@ fn providers_come_from_the_config_unless_named() {
     );
     // No config: nothing is enabled, and no provider matched is an error
     // now (issue 14.5; the reference printed `{"providers": []}`, exit 0).
-    for args in [&["backfill"][..], &["backfill", "--json"], &["backfill", "plan"]] {
+    for args in [
+        &["backfill"][..],
+        &["backfill", "--json"],
+        &["backfill", "plan"],
+    ] {
         let run = env
             .hyp(args)
             .assert_exit(1)

@@ -129,7 +129,10 @@ fn the_window_and_what_fell_outside_it_are_reported() {
     assert_eq!(claude["rows_written"], 3);
     assert_eq!(claude["rows_skipped"], 1);
     assert_eq!(claude["lines_outside_window"], 0);
-    assert_eq!(claude["window"], json!({"since": null, "until": null, "source": "retention_days"}));
+    assert_eq!(
+        claude["window"],
+        json!({"since": null, "until": null, "source": "retention_days"})
+    );
 }
 
 #[test]
@@ -170,7 +173,14 @@ fn since_and_until_take_spans_back_from_now() {
     );
     let run = env
         .hyp([
-            "backfill", "claude", "--since", "30d", "--until", "48h", "--dry-run", "--json",
+            "backfill",
+            "claude",
+            "--since",
+            "30d",
+            "--until",
+            "48h",
+            "--dry-run",
+            "--json",
         ])
         .assert_success();
     let claude = report(&run, "claude");
@@ -218,10 +228,7 @@ fn plan_shows_roots_files_bytes_and_window_and_writes_nothing() {
         )),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("    window: lines since "),
-        "{stdout}"
-    );
+    assert!(stdout.contains("    window: lines since "), "{stdout}");
     assert!(
         stdout.contains(
             "  codex  (@hypaware/codex)  -> ai_gateway_messages\n    no Codex history at ~/.codex/sessions; set CODEX_HOME if it lives elsewhere\n"
@@ -235,14 +242,24 @@ fn plan_shows_roots_files_bytes_and_window_and_writes_nothing() {
         crate::support::list_tree(env.root())
     );
     let run = env
-        .hyp(["backfill", "plan", "claude", "--retention-days", "0", "--json"])
+        .hyp([
+            "backfill",
+            "plan",
+            "claude",
+            "--retention-days",
+            "0",
+            "--json",
+        ])
         .assert_success();
     let plan = &report(&run, "claude")["plan"];
     assert_eq!(plan["files"], 1);
     assert_eq!(plan["bytes"], text.len());
     assert_eq!(plan["files_to_read"], 1);
     assert_eq!(plan["files_unchanged"], 0);
-    assert_eq!(plan["window"], json!({"since": null, "until": null, "source": "retention_days"}));
+    assert_eq!(
+        plan["window"],
+        json!({"since": null, "until": null, "source": "retention_days"})
+    );
     // After an import the plan knows the file is unchanged.
     env.hyp(["backfill", "claude"]).assert_success();
     let run = env
@@ -259,7 +276,9 @@ fn unknown_providers_get_a_suggestion() {
     let run = env
         .hyp(["backfill", "clade"])
         .assert_exit(1)
-        .assert_stderr_contains("hyp backfill: unknown provider(s): clade (did you mean 'claude'?)");
+        .assert_stderr_contains(
+            "hyp backfill: unknown provider(s): clade (did you mean 'claude'?)",
+        );
     assert_eq!(run.stdout(), "");
     env.hyp(["backfill", "ghost", "codx"])
         .assert_exit(1)

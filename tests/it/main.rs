@@ -8,6 +8,7 @@ mod backfill_report;
 mod backfill_resume;
 mod capture;
 mod cli;
+mod cli_help;
 mod config;
 mod control;
 mod daemon;

@@ -111,9 +111,15 @@ fn format_flags_are_checked() {
     env.hyp(["query", "sql", "SELECT 1", "--json", "--format", "csv"])
         .assert_exit(2)
         .assert_stderr_contains("hyp query sql:");
-    env.hyp(["query", "sql", "DELETE FROM ai_gateway_messages", "--format", "ndjson"])
-        .assert_exit(1)
-        .assert_stderr_contains("hyp query sql: refusing a statement that writes");
+    env.hyp([
+        "query",
+        "sql",
+        "DELETE FROM ai_gateway_messages",
+        "--format",
+        "ndjson",
+    ])
+    .assert_exit(1)
+    .assert_stderr_contains("hyp query sql: refusing a statement that writes");
 }
 
 /// An endless statement: only a query that writes rows as it reads them
@@ -148,10 +154,14 @@ fn rows_stream_and_a_closed_pipe_is_a_quiet_success() {
         };
         assert!(second.contains("padding"), "{format}: a row is {second:?}");
         let mut status = None;
-        wait_until(Duration::from_secs(60), "hyp to end on the closed pipe", || {
-            status = child.try_wait().expect("poll hyp");
-            status.is_some()
-        });
+        wait_until(
+            Duration::from_secs(60),
+            "hyp to end on the closed pipe",
+            || {
+                status = child.try_wait().expect("poll hyp");
+                status.is_some()
+            },
+        );
         let mut stderr = String::new();
         child
             .stderr
@@ -160,6 +170,10 @@ fn rows_stream_and_a_closed_pipe_is_a_quiet_success() {
             .read_to_string(&mut stderr)
             .expect("read stderr");
         assert_eq!(stderr, "", "{format}: stderr");
-        assert_eq!(status.and_then(|status| status.code()), Some(0), "{format}: exit");
+        assert_eq!(
+            status.and_then(|status| status.code()),
+            Some(0),
+            "{format}: exit"
+        );
     }
 }

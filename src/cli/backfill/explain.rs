@@ -42,7 +42,11 @@ pub fn provider(report: &ProviderReport, retention_days: f64) {
         output::stderr_plain(&format!(
             "{name}: {} fell outside the window and {} not imported{}{}",
             units::counted(report.lines_outside_window, "line", "lines"),
-            if report.lines_outside_window == 1 { "was" } else { "were" },
+            if report.lines_outside_window == 1 {
+                "was"
+            } else {
+                "were"
+            },
             entirely(report.files_outside_window),
             widen_hint(report.window.source)
         ));
@@ -163,10 +167,9 @@ fn window(window: &WindowReport, retention_days: f64) -> String {
     let since = match (&window.since, window.source) {
         (None, _) => "every line".to_string(),
         (Some(since), WindowSource::Since) => format!("lines since {} (--since)", moment(since)),
-        (Some(since), WindowSource::RetentionDays) => format!(
-            "lines since {} (--retention-days {days})",
-            moment(since)
-        ),
+        (Some(since), WindowSource::RetentionDays) => {
+            format!("lines since {} (--retention-days {days})", moment(since))
+        }
         (Some(since), WindowSource::Config) => format!(
             "lines since {} (the last {days} days, from query.cache.retention.default_days)",
             moment(since)
@@ -221,7 +224,10 @@ mod tests {
             "lines since 1970-01-01 00:00 UTC (--retention-days 1.5)"
         );
         assert_eq!(
-            window(&WindowReport::new(&Window::default(), WindowSource::RetentionDays), 0.0),
+            window(
+                &WindowReport::new(&Window::default(), WindowSource::RetentionDays),
+                0.0
+            ),
             "every line"
         );
         let bounded = Window {
