@@ -119,7 +119,7 @@ fn run_daemon() -> Result<Code, CliError> {
         RunOutcome::Overran => "daemon: stopped (shutdown overran its budget)\n",
         RunOutcome::ExecFailed => "daemon: stopped (staged restart could not exec; relaunch me)\n",
     };
-    output::stdout_text(line)?;
+    output::stderr_text(line);
     Ok(code)
 }
 
@@ -129,7 +129,7 @@ fn start() -> Result<Code, CliError> {
         // Starting the service now would only fail on the lock, again and again.
         let pid = daemon::running_pid(&paths)
             .map_or_else(|| "pid unknown".to_string(), |pid| format!("pid={pid}"));
-        output::stdout_text(&format!("daemon: already running ({pid})\n"))?;
+        output::stderr_text(&format!("daemon: already running ({pid})\n"));
         return Ok(Code::Ok);
     }
     if !service::is_installed() {
@@ -139,7 +139,7 @@ fn start() -> Result<Code, CliError> {
     }
     match service::systemctl(&["start", UNIT_NAME]) {
         Ok(()) => {
-            output::stdout_text("daemon: started\n")?;
+            output::stderr_text("daemon: started\n");
             Ok(Code::Ok)
         }
         Err(err @ SystemctlError::Unavailable { .. }) => Err(CliError::failed(format!(
@@ -176,10 +176,10 @@ fn stop_service_if_installed() -> bool {
 fn report_stop(paths: &Paths, timeout: u64, service_stopped: bool) -> Result<Code, CliError> {
     match daemon::stop_running_daemon(paths, Duration::from_secs(timeout)) {
         StopOutcome::NotRunning if service_stopped => {
-            output::stdout_text(&format!("daemon: stopped ({UNIT_NAME})\n"))?
+            output::stderr_text(&format!("daemon: stopped ({UNIT_NAME})\n"))
         }
-        StopOutcome::NotRunning => output::stdout_text("daemon: not running\n")?,
-        StopOutcome::Stopped { .. } => output::stdout_text("daemon: stopped\n")?,
+        StopOutcome::NotRunning => output::stderr_text("daemon: not running\n"),
+        StopOutcome::Stopped { .. } => output::stderr_text("daemon: stopped\n"),
         StopOutcome::TimedOut { pid } => {
             return Err(CliError::failed(format!(
                 "stop signal sent to pid {pid} but the daemon did not exit within {timeout}s (try again with --timeout, or kill -9 {pid})"
@@ -204,7 +204,7 @@ fn restart(timeout: u64) -> Result<Code, CliError> {
     let manager_problem = if service::is_installed() {
         match service::systemctl(&["restart", UNIT_NAME]) {
             Ok(()) => {
-                output::stdout_text("daemon: restarted\n")?;
+                output::stderr_text("daemon: restarted\n");
                 return Ok(Code::Ok);
             }
             Err(err @ SystemctlError::Unavailable { .. }) => Some(err.to_string()),
@@ -215,7 +215,7 @@ fn restart(timeout: u64) -> Result<Code, CliError> {
     };
     match daemon::restart_in_place(&paths, Duration::from_secs(timeout)) {
         RestartOutcome::Restarted { pid } => {
-            output::stdout_text(&format!("daemon: restarted (pid {pid}, in place)\n"))?;
+            output::stderr_text(&format!("daemon: restarted (pid {pid}, in place)\n"));
             Ok(Code::Ok)
         }
         RestartOutcome::TimedOut { pid } => Err(CliError::failed(format!(
@@ -497,15 +497,15 @@ fn install(dry_run: bool) -> Result<Code, CliError> {
     let managed = steps.iter().try_for_each(|args| service::systemctl(args));
     match managed {
         Ok(()) => {
-            output::stdout_text(&format!(
+            output::stderr_text(&format!(
                 "✓ Daemon installed (systemd unit: {UNIT_NAME})\n{summary}"
-            ))?;
+            ));
             Ok(Code::Ok)
         }
         Err(SystemctlError::Unavailable { reason }) => {
-            output::stdout_text(&format!(
+            output::stderr_text(&format!(
                 "✓ Wrote the systemd unit {UNIT_NAME} (not started)\n{summary}"
-            ))?;
+            ));
             output::warning(&format!(
                 "no systemd user manager is available here ({reason}), so the service was not enabled or started"
             ));
@@ -524,7 +524,7 @@ fn install(dry_run: bool) -> Result<Code, CliError> {
 fn uninstall(dry_run: bool) -> Result<Code, CliError> {
     let unit_path = service::unit_path().map_err(|err| CliError::failed(err.to_string()))?;
     if !unit_path.is_file() {
-        output::stdout_text("daemon: no service installed\n")?;
+        output::stderr_text("daemon: no service installed\n");
         return Ok(Code::Ok);
     }
     if dry_run {
@@ -541,10 +541,10 @@ fn uninstall(dry_run: bool) -> Result<Code, CliError> {
     }
     service::remove_unit().map_err(|err| CliError::failed(err.to_string()))?;
     let _ = service::systemctl(&["daemon-reload"]);
-    output::stdout_text(&format!(
+    output::stderr_text(&format!(
         "✓ Daemon removed (systemd unit: {UNIT_NAME})\n  removed: {}\n  config, state and logs are kept\n",
         unit_path.display()
-    ))?;
+    ));
     Ok(Code::Ok)
 }
 

@@ -53,6 +53,12 @@ pub fn note(message: &str) {
     stderr_line(Paint::Dim, "note:", message);
 }
 
+/// Text on stderr as is: confirmations of what a command did (`daemon:
+/// stopped`, `✓ Joined ...`), which are for people, not data.
+pub fn stderr_text(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// A plain line on stderr, for progress and human summaries in `--json` mode.
 pub fn stderr_plain(message: &str) {
     let _ = writeln!(io::stderr().lock(), "{message}");
