@@ -311,10 +311,18 @@ fn clap_message(err: &clap::Error, top_level: bool) -> String {
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             let value = context(ContextKind::InvalidValue).unwrap_or_default();
             let detail = first_line(err);
+            let flag = invalid_arg.split_whitespace().next().unwrap_or_default();
+            let choices = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(values)) if !values.is_empty() => Some(values.join("|")),
+                _ => None,
+            };
             if invalid_arg.is_empty() {
                 detail
             } else if value.is_empty() {
-                format!("{invalid_arg} expects a value")
+                format!("{flag} expects a value")
+            } else if let Some(choices) = choices {
+                // The reference's wording: `--X expects a|b|c (got V)`.
+                format!("{flag} expects {choices} (got {value})")
             } else {
                 format!("{invalid_arg}: {detail}")
             }

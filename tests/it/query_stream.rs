@@ -107,7 +107,7 @@ fn format_flags_are_checked() {
     let env = with_rows();
     env.hyp(["query", "sql", "SELECT 1", "--format", "xml"])
         .assert_exit(2)
-        .assert_stderr_contains("hyp query sql:");
+        .assert_stderr_contains("hyp query sql: --format expects tsv|csv|json|ndjson (got xml)");
     env.hyp(["query", "sql", "SELECT 1", "--json", "--format", "csv"])
         .assert_exit(2)
         .assert_stderr_contains("hyp query sql:");
