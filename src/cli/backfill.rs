@@ -381,7 +381,7 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
         warn_of_a_set_aside_cache(&report);
         summarise_skipped_lines(&report);
         if !flags.json {
-            explain::provider(&report, retention);
+            explain::provider(&report, retention, flags.dry_run);
         }
         reports.push(report);
     }

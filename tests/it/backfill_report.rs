@@ -194,6 +194,9 @@ fn since_and_until_take_spans_back_from_now() {
         &days_ago(2)[..10]
     );
     assert_eq!(claude["lines_outside_window"], 2, "40 days and 1 day");
+    env.hyp(["backfill", "claude", "--since", "30d", "--dry-run"])
+        .assert_success()
+        .assert_stderr_contains("claude: dry run: 1 session found, nothing written; 1 file read (");
     let run = env
         .hyp(["backfill", "claude", "--since", "2w", "--json"])
         .assert_success();

@@ -21,7 +21,7 @@ fn history_of(provider: &str) -> (&'static str, &'static str) {
 }
 
 /// One provider's import, on stderr.
-pub fn provider(report: &ProviderReport, retention_days: f64) {
+pub fn provider(report: &ProviderReport, retention_days: f64, dry_run: bool) {
     let name = &report.provider;
     for line in missing_roots(name, &report.roots) {
         output::note(&line);
@@ -64,7 +64,7 @@ pub fn provider(report: &ProviderReport, retention_days: f64) {
             entirely(report.files_ignored)
         ));
     }
-    output::stderr_plain(&format!("{name}: {}", outcome(report)));
+    output::stderr_plain(&format!("{name}: {}", outcome(report, dry_run)));
 }
 
 /// `, 3 files entirely` when some files gave nothing at all.
@@ -88,7 +88,7 @@ fn widen_hint(source: WindowSource) -> &'static str {
 }
 
 /// The last line: rows written and skipped, files and bytes read, time.
-fn outcome(report: &ProviderReport) -> String {
+fn outcome(report: &ProviderReport, dry_run: bool) -> String {
     let read = format!(
         "{} read ({}) in {}",
         units::counted(report.files_read, "file", "files"),
@@ -100,6 +100,10 @@ fn outcome(report: &ProviderReport) -> String {
         ProviderStatus::Interrupted => format!(
             "interrupted after {}",
             units::counted(report.rows_written, "row", "rows")
+        ),
+        ProviderStatus::Ok if dry_run => format!(
+            "dry run: {} found, nothing written",
+            units::counted(report.sessions_seen, "session", "sessions")
         ),
         ProviderStatus::Ok if report.rows_written == 0 && report.rows_skipped == 0 => {
             "no new rows".to_string()
