@@ -16,5 +16,6 @@ pub mod sink;
 pub mod splay;
 pub mod statefile;
 pub mod status;
+pub mod suggest;
 pub mod time;
 pub mod units;

@@ -1,5 +1,6 @@
-//! Numbers as people read them in text output: `12,345 rows`, `2.1 MB`,
-//! `12 s ago`. JSON output never uses these; it carries raw numbers.
+//! Numbers as people read them in text output: `12,345 rows`, `2.1 MiB`,
+//! `12 s ago`, `1.4 s`. JSON output never uses these; it carries raw
+//! numbers.
 
 use std::time::Duration;
 
@@ -25,19 +26,32 @@ pub fn counted(number: u64, singular: &str, plural: &str) -> String {
     )
 }
 
-/// Bytes in decimal units, one decimal place above a kilobyte: `2.1 MB`.
+/// Bytes in binary (IEC) units, one decimal place from a KiB up:
+/// `2.1 MiB`. Binary, because that is what `ls -h`, `du -h` and `free -h`
+/// show beside it.
 pub fn bytes(number: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if number < 1000 {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if number < 1024 {
         return format!("{number} B");
     }
-    let mut value = number as f64 / 1000.0;
+    let mut value = number as f64 / 1024.0;
     let mut unit = 0;
-    while value >= 999.95 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// How long something took: milliseconds under a second, seconds with one
+/// decimal under a minute, then [`duration`]'s whole units.
+pub fn elapsed(span: Duration) -> String {
+    let millis = span.as_millis();
+    match millis {
+        0..=999 => format!("{millis} ms"),
+        1000..=59_999 => format!("{:.1} s", span.as_secs_f64()),
+        _ => duration(span),
+    }
 }
 
 /// A duration in its largest whole unit: `45 s`, `12 min`, `3 h`, `2 d`.
@@ -67,12 +81,23 @@ mod tests {
     }
 
     #[test]
-    fn bytes_use_decimal_units() {
+    fn bytes_use_binary_units() {
         assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(2_100_000), "2.1 MB");
-        assert_eq!(bytes(999_999), "1.0 MB");
-        assert_eq!(bytes(596_000_000), "596.0 MB");
-        assert_eq!(bytes(4_194_304), "4.2 MB");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(2_202_010), "2.1 MiB");
+        assert_eq!(bytes(1_048_575), "1.0 MiB");
+        assert_eq!(bytes(4_194_304), "4.0 MiB");
+        assert_eq!(bytes(472_011_336), "450.1 MiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn elapsed_times_keep_their_precision() {
+        assert_eq!(elapsed(Duration::from_millis(7)), "7 ms");
+        assert_eq!(elapsed(Duration::from_millis(1449)), "1.4 s");
+        assert_eq!(elapsed(Duration::from_millis(59_900)), "59.9 s");
+        assert_eq!(elapsed(Duration::from_secs(300)), "5 min");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::resume::{Fallback, StoredResume};
 use super::rows::{Exchange, ExpansionState, Item, Message, expand, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
-use super::window::{Window, WindowFootprint, iso_from_ms, timestamp_ms};
+use super::window::{Window, WindowFootprint, WindowLines, iso_from_ms, timestamp_ms};
 use super::{FellBack, ParsedFile};
 use crate::cache::schema::MessageRow;
 
@@ -354,6 +354,7 @@ pub fn parse_file(
     for entry in &entries {
         state.footprint.note(&ctx.window, entry.ts_ms);
     }
+    parsed.window_lines = WindowLines::count(&ctx.window, entries.iter().map(|entry| entry.ts_ms));
     let source_path = file.path.display().to_string();
     let sessions = std::mem::take(&mut state.sessions);
     for (mut session, session_entries) in with_new_entries(sessions, entries) {

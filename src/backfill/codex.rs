@@ -27,7 +27,7 @@ use super::resume::{Fallback, StoredResume};
 use super::rows::{Exchange, ExpansionState, Item, Message, expand, json_string, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
-use super::window::{Window, WindowFootprint, iso_from_ms, parse_date_ms};
+use super::window::{Window, WindowFootprint, WindowLines, iso_from_ms, parse_date_ms};
 use super::{FellBack, ParsedFile};
 
 /// `$CODEX_HOME/sessions`, else `$HOME/.codex/sessions`.
@@ -97,6 +97,7 @@ pub struct CodexState {
 struct Rollout {
     header: Header,
     footprint: WindowFootprint,
+    window_lines: WindowLines,
     messages: Vec<Message>,
     turn_start: usize,
 }
@@ -106,6 +107,7 @@ impl Rollout {
         let timestamp = line.timestamp.as_deref().and_then(parse_date_ms);
         if matches!(line.kind.as_str(), "response_item" | "event_msg") {
             self.footprint.note(window, timestamp);
+            self.window_lines.note(window, timestamp);
         }
         match (line.kind.as_str(), line.payload) {
             ("session_meta", Payload::Object(payload)) if self.header.meta.is_none() => {
@@ -462,9 +464,11 @@ fn finish(
     let Rollout {
         header,
         footprint,
+        window_lines,
         messages,
         ..
     } = rollout;
+    parsed.window_lines = window_lines;
     if header.any_object && expansion.messages() + messages.len() > 0 {
         let item = build_item(&header, messages, file);
         if !expansion.continues(&item) {

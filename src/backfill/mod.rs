@@ -47,7 +47,7 @@ use progress::Progress;
 use resume::{Fallback, StoredResume};
 use usage_policy::UsagePolicy;
 use walk::HistoryFile;
-use window::Window;
+use window::{Window, WindowLines, WindowSource};
 
 /// The one dataset both providers write.
 pub const DATASET: &str = "ai_gateway_messages";
@@ -70,6 +70,8 @@ pub struct ParsedFile {
     pub interrupted: bool,
     /// Bytes of the file read.
     pub bytes_read: u64,
+    /// Lines the import window kept and left out (for the report).
+    pub window_lines: WindowLines,
     /// Where a later read continues and from what state: set when the file
     /// was read to the end the walk saw and no session was gated.
     pub resume: Option<StoredResume>,
@@ -120,7 +122,8 @@ pub enum ProviderStatus {
 }
 
 /// One provider's entry in the `--json` document (key order is the wire
-/// order).
+/// order). The first nine keys are the reference's; `rows_skipped` counts
+/// rows (not items) that were already in the cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProviderReport {
     pub provider: String,
@@ -141,6 +144,23 @@ pub struct ProviderReport {
     pub files_unchanged: u64,
     /// Bytes of history content read.
     pub bytes_read: u64,
+    /// Where the provider looked for history, and whether it was there.
+    pub roots: Vec<RootReport>,
+    /// The import window applied to every line.
+    pub window: WindowReport,
+    /// Total size of the files the walk found.
+    pub bytes_seen: u64,
+    /// Lines read whose timestamp fell outside the window (not imported).
+    pub lines_outside_window: u64,
+    /// Files read every line of which fell outside the window.
+    pub files_outside_window: u64,
+    /// Sessions left out by `.hypignore`, `local-only.json` or the
+    /// entrypoint gate.
+    pub sessions_ignored: u64,
+    /// Files read all of whose sessions were left out that way.
+    pub files_ignored: u64,
+    /// How long the provider took.
+    pub duration_ms: u64,
     /// For the stderr summary only.
     #[serde(skip)]
     pub malformed_lines: u64,
@@ -149,6 +169,35 @@ pub struct ProviderReport {
     /// For the stderr summary only: where a damaged cache was moved.
     #[serde(skip)]
     pub cache_set_aside: Option<std::path::PathBuf>,
+}
+
+/// A directory a provider searched for history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RootReport {
+    pub path: PathBuf,
+    pub exists: bool,
+    /// The environment variable that chose it (`CLAUDE_CONFIG_DIR`,
+    /// `CODEX_HOME`), or `null` for the default under `$HOME`.
+    pub from_env: Option<&'static str>,
+}
+
+/// The window as the report gives it: ISO bounds (`null` = open) and
+/// where the lower bound came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowReport {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub source: WindowSource,
+}
+
+impl WindowReport {
+    pub fn new(window: &Window, source: WindowSource) -> WindowReport {
+        WindowReport {
+            since: window.since_ms.map(window::iso_from_ms),
+            until: window.until_ms.map(window::iso_from_ms),
+            source,
+        }
+    }
 }
 
 impl ProviderReport {
@@ -168,6 +217,14 @@ impl ProviderReport {
             files_read: 0,
             files_unchanged: 0,
             bytes_read: 0,
+            roots: Vec::new(),
+            window: WindowReport::new(&Window::default(), WindowSource::Default),
+            bytes_seen: 0,
+            lines_outside_window: 0,
+            files_outside_window: 0,
+            sessions_ignored: 0,
+            files_ignored: 0,
+            duration_ms: 0,
             malformed_lines: 0,
             files_with_malformed_lines: 0,
             cache_set_aside: None,
@@ -179,6 +236,7 @@ impl ProviderReport {
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub window: Window,
+    pub window_source: WindowSource,
     pub dry_run: bool,
     pub show_progress: bool,
 }
@@ -212,7 +270,21 @@ pub fn run_provider(
     options: &RunOptions,
     stop: &AtomicBool,
 ) -> ProviderReport {
+    let started = std::time::Instant::now();
+    let mut report = import_provider(paths, config, provider, options, stop);
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
+}
+
+fn import_provider(
+    paths: &Paths,
+    config: &EffectiveConfig,
+    provider: Provider,
+    options: &RunOptions,
+    stop: &AtomicBool,
+) -> ProviderReport {
     let mut report = ProviderReport::empty(provider, ProviderStatus::Ok);
+    report.window = WindowReport::new(&options.window, options.window_source);
     let policy_path = paths.state_root().join("usage-policy/local-only.json");
     let policy = match UsagePolicy::load(&policy_path) {
         Ok(policy) => policy,
@@ -222,40 +294,33 @@ pub fn run_provider(
             return report;
         }
     };
-    let home = user_home();
-    let (files, parser) = match provider.name {
-        "claude" => {
-            let root = claude::projects_root(home.as_deref());
-            let (files, sidecars) = root.as_deref().map(claude::transcripts).unwrap_or_default();
-            let context = claude::ClaudeContext {
-                window: options.window,
-                side_files: claude::SideFiles::new(
-                    paths
-                        .state_root()
-                        .join("plugins/@hypaware/claude/session-context.jsonl"),
-                    sidecars,
-                ),
-                git: git::GitLookup::from_env(),
-                policy,
-                desktop_configured: config.enabled_plugin("@hypaware/claude-desktop").is_some(),
-            };
-            (files, Parser::Claude(Box::new(context)))
-        }
-        "codex" => {
-            let root = codex::sessions_root(home.as_deref());
-            let files = root.as_deref().map(codex::rollouts).unwrap_or_default();
-            let context = codex::CodexContext {
-                window: options.window,
-                policy,
-            };
-            (files, Parser::Codex(Box::new(context)))
-        }
+    let history = find_history(provider, user_home().as_deref());
+    report.roots = history.roots;
+    let files = history.files;
+    let parser = match provider.name {
+        "claude" => Parser::Claude(Box::new(claude::ClaudeContext {
+            window: options.window,
+            side_files: claude::SideFiles::new(
+                paths
+                    .state_root()
+                    .join("plugins/@hypaware/claude/session-context.jsonl"),
+                history.sidecars,
+            ),
+            git: git::GitLookup::from_env(),
+            policy,
+            desktop_configured: config.enabled_plugin("@hypaware/claude-desktop").is_some(),
+        })),
+        "codex" => Parser::Codex(Box::new(codex::CodexContext {
+            window: options.window,
+            policy,
+        })),
         other => {
             report.status = ProviderStatus::Failed;
             report.error = Some(format!("provider {other} has no importer in this build"));
             return report;
         }
     };
+    report.bytes_seen = files.iter().map(|file| file.size).sum();
     report.files_seen = files.len() as u64;
     let plan = if options.dry_run {
         ReadPlan::everything(files)
@@ -302,6 +367,11 @@ pub fn run_provider(
     report.malformed_lines = outcome.malformed_lines;
     report.files_with_malformed_lines = outcome.files_with_malformed_lines;
     report.cache_set_aside = outcome.cache_set_aside;
+    let tally = progress.tally();
+    report.lines_outside_window = tally.lines_outside_window;
+    report.files_outside_window = tally.files_outside_window;
+    report.sessions_ignored = tally.sessions_ignored;
+    report.files_ignored = tally.files_ignored;
     if let Some(error) = outcome.error {
         report.status = ProviderStatus::Failed;
         report.error = Some(error);
@@ -309,6 +379,88 @@ pub fn run_provider(
         report.status = ProviderStatus::Interrupted;
     }
     report
+}
+
+/// What a provider's walk found.
+struct History {
+    roots: Vec<RootReport>,
+    files: Vec<HistoryFile>,
+    /// Claude's agent sidecars (none for Codex).
+    sidecars: Vec<PathBuf>,
+}
+
+/// Walk the provider's root. A root that is missing gives no files; the
+/// report says where it looked, so "0 rows" is never a mystery.
+fn find_history(provider: Provider, home: Option<&Path>) -> History {
+    let (root, from_env) = match provider.name {
+        "claude" => (claude::projects_root(home), env_set("CLAUDE_CONFIG_DIR")),
+        "codex" => (codex::sessions_root(home), env_set("CODEX_HOME")),
+        _ => (None, None),
+    };
+    let Some(root) = root else {
+        return History {
+            roots: Vec::new(),
+            files: Vec::new(),
+            sidecars: Vec::new(),
+        };
+    };
+    let (files, sidecars) = match provider.name {
+        "claude" => claude::transcripts(&root),
+        _ => (codex::rollouts(&root), Vec::new()),
+    };
+    History {
+        roots: vec![RootReport {
+            exists: root.is_dir(),
+            path: root,
+            from_env,
+        }],
+        files,
+        sidecars,
+    }
+}
+
+/// `Some(name)` when the variable is set and not empty.
+fn env_set(name: &'static str) -> Option<&'static str> {
+    std::env::var_os(name)
+        .filter(|value| !value.is_empty())
+        .map(|_| name)
+}
+
+/// What an import would do, found without writing anything: the roots,
+/// the files and bytes found, and how many of them the ledger says are
+/// unchanged under the window (so would not be read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderPlan {
+    pub roots: Vec<RootReport>,
+    pub window: WindowReport,
+    pub files: u64,
+    pub bytes: u64,
+    pub files_unchanged: u64,
+    pub files_to_read: u64,
+    pub bytes_to_read: u64,
+}
+
+/// Plan one provider's import: walk and consult the ledger read-only.
+pub fn plan_provider(
+    paths: &Paths,
+    provider: Provider,
+    window: &Window,
+    source: WindowSource,
+) -> ProviderPlan {
+    let history = find_history(provider, user_home().as_deref());
+    let files = history.files.len() as u64;
+    let bytes = history.files.iter().map(|file| file.size).sum();
+    let plan = plan_reads(&paths.cache_db(), history.files, window);
+    ProviderPlan {
+        roots: history.roots,
+        window: WindowReport::new(window, source),
+        files,
+        bytes,
+        files_unchanged: plan.unchanged,
+        files_to_read: plan.tasks.len() as u64,
+        // A grown file continued from its point reads less than its size.
+        bytes_to_read: plan.tasks.iter().map(|task| task.file.size).sum(),
+    }
 }
 
 /// Which files a run reads, and how.

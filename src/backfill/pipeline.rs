@@ -279,7 +279,7 @@ fn parse_files(
     for file_index in tasks {
         spent.try_iter().for_each(drop);
         let parsed = job.parser.parse(&job.files[file_index], job.stop);
-        job.progress.file_parsed(parsed.bytes_read);
+        job.progress.file_parsed(&parsed);
         let rows = FileRows {
             file_index,
             items: parsed.items,
@@ -412,9 +412,8 @@ fn commit_file(
             outcome.sessions_seen += 1;
             outcome.rows_written += inserted;
             job.progress.rows_written(inserted);
-        } else {
-            outcome.rows_skipped += 1;
         }
+        outcome.rows_skipped += (item_rows.len() as u64).saturating_sub(inserted);
     }
     if file.complete && file.gated_sessions == 0 {
         let source = &job.files[file.file_index].file;

@@ -2,6 +2,10 @@
 //! terminal: files done, rows written and read throughput, redrawn in place
 //! a few times a second. Never on stdout, so `--json` output stays one
 //! document.
+//!
+//! The same counters also tally what the parse workers saw that the
+//! report explains but the writer never learns: lines the window left out
+//! and sessions the usage policy or the entrypoint gate ignored.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,18 +13,60 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-/// Counters the pipeline bumps and the progress line reads.
+use super::ParsedFile;
+
+/// Counters the pipeline bumps and the progress line and the report read.
 #[derive(Debug, Default)]
 pub struct Progress {
     files_done: AtomicU64,
     bytes_done: AtomicU64,
     rows_written: AtomicU64,
+    lines_outside_window: AtomicU64,
+    files_outside_window: AtomicU64,
+    sessions_ignored: AtomicU64,
+    files_ignored: AtomicU64,
+}
+
+/// What the parse workers saw, as the report gives it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseTally {
+    /// Lines with a timestamp outside the window (not imported).
+    pub lines_outside_window: u64,
+    /// Files every line of which fell outside the window.
+    pub files_outside_window: u64,
+    /// Sessions left out by `.hypignore`, `local-only.json` or the
+    /// entrypoint gate.
+    pub sessions_ignored: u64,
+    /// Files all of whose sessions were left out that way.
+    pub files_ignored: u64,
 }
 
 impl Progress {
-    pub fn file_parsed(&self, bytes: u64) {
+    pub fn file_parsed(&self, parsed: &ParsedFile) {
         self.files_done.fetch_add(1, Ordering::Relaxed);
-        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes_done
+            .fetch_add(parsed.bytes_read, Ordering::Relaxed);
+        let lines = parsed.window_lines;
+        self.lines_outside_window
+            .fetch_add(lines.outside, Ordering::Relaxed);
+        if lines.all_outside() {
+            self.files_outside_window.fetch_add(1, Ordering::Relaxed);
+        }
+        let gated = parsed.gated_sessions as u64;
+        self.sessions_ignored.fetch_add(gated, Ordering::Relaxed);
+        if gated > 0 && parsed.items.is_empty() {
+            self.files_ignored.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The tally so far (read once the pipeline has finished).
+    pub fn tally(&self) -> ParseTally {
+        ParseTally {
+            lines_outside_window: self.lines_outside_window.load(Ordering::Relaxed),
+            files_outside_window: self.files_outside_window.load(Ordering::Relaxed),
+            sessions_ignored: self.sessions_ignored.load(Ordering::Relaxed),
+            files_ignored: self.files_ignored.load(Ordering::Relaxed),
+        }
     }
 
     pub fn rows_written(&self, rows: u64) {
@@ -41,7 +87,7 @@ impl Progress {
 
 /// Whether progress should be drawn at all.
 pub fn wanted() -> bool {
-    std::io::stderr().is_terminal()
+    std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|term| term != "dumb")
 }
 
 /// Redraw the progress line until `done` fires or disconnects, then clear it.

@@ -29,6 +29,77 @@ impl Window {
     }
 }
 
+/// Where a run's lower bound came from, for the report: people need to
+/// know that a default left their older history out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowSource {
+    /// `--since`.
+    Since,
+    /// `--retention-days`.
+    RetentionDays,
+    /// `query.cache.retention.default_days` in the config.
+    Config,
+    /// Nothing set: the 90-day default.
+    Default,
+}
+
+/// How many lines one read kept and left out because of the window. A
+/// line with no timestamp is always kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowLines {
+    pub kept: u64,
+    pub outside: u64,
+}
+
+impl WindowLines {
+    /// Count one line as `window` judges it.
+    pub fn note(&mut self, window: &Window, ts_ms: Option<i64>) {
+        if window.contains(ts_ms) {
+            self.kept += 1;
+        } else {
+            self.outside += 1;
+        }
+    }
+
+    /// The lines of a read, counted.
+    pub fn count(window: &Window, timestamps: impl Iterator<Item = Option<i64>>) -> WindowLines {
+        let mut lines = WindowLines::default();
+        for ts_ms in timestamps {
+            lines.note(window, ts_ms);
+        }
+        lines
+    }
+
+    /// Every line was left out: the file gave nothing because of the window.
+    pub fn all_outside(&self) -> bool {
+        self.outside > 0 && self.kept == 0
+    }
+}
+
+/// A `--since`/`--until` value: a date [`parse_date_ms`] accepts, or a span
+/// back from `now_ms` (`30d`, `12h`, `2w`).
+pub fn parse_bound_ms(text: &str, now_ms: i64) -> Option<i64> {
+    parse_span_ms(text)
+        .map(|span| now_ms.saturating_sub(span))
+        .or_else(|| parse_date_ms(text))
+}
+
+/// `<n>h`, `<n>d` or `<n>w` as milliseconds (a whole, non-negative `n`).
+fn parse_span_ms(text: &str) -> Option<i64> {
+    let unit_ms = match text.as_bytes().last()? {
+        b'h' => 3_600_000,
+        b'd' => DAY_MS,
+        b'w' => 7 * DAY_MS,
+        _ => return None,
+    };
+    let number = &text[..text.len() - 1];
+    if number.is_empty() || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    number.parse::<i64>().ok()?.checked_mul(unit_ms)
+}
+
 /// Where the timestamps read so far fell against the window they were read
 /// under, in just enough detail to tell whether another window would keep
 /// exactly the same ones. A resumed read needs that: `message_index`,
@@ -343,6 +414,52 @@ mod tests {
             "400 would come in"
         );
         assert!(WindowFootprint::default().same_lines_under(&since(None)));
+    }
+
+    #[test]
+    fn bounds_take_spans_back_from_now_and_dates() {
+        let now = 100 * DAY_MS;
+        assert_eq!(parse_bound_ms("30d", now), Some(70 * DAY_MS));
+        assert_eq!(parse_bound_ms("12h", now), Some(now - 12 * 3_600_000));
+        assert_eq!(parse_bound_ms("2w", now), Some(86 * DAY_MS));
+        assert_eq!(parse_bound_ms("0d", now), Some(now));
+        assert_eq!(
+            parse_bound_ms("2026-01-01", now),
+            parse_date_ms("2026-01-01")
+        );
+        for bad in [
+            "-1d",
+            "d",
+            "1.5d",
+            "3m",
+            "1 d",
+            "99999999999999999999w",
+            "w2",
+        ] {
+            assert_eq!(parse_bound_ms(bad, now), None, "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn lines_are_counted_kept_or_outside() {
+        let window = Window {
+            since_ms: Some(10),
+            until_ms: None,
+        };
+        let lines = WindowLines::count(&window, [Some(5), None, Some(20)].into_iter());
+        assert_eq!(
+            lines,
+            WindowLines {
+                kept: 2,
+                outside: 1
+            }
+        );
+        assert!(!lines.all_outside());
+        assert!(WindowLines::count(&window, [Some(1), Some(2)].into_iter()).all_outside());
+        assert!(
+            !WindowLines::default().all_outside(),
+            "an empty read is not outside"
+        );
     }
 
     #[test]

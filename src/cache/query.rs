@@ -1,7 +1,14 @@
 //! `hyp query sql`: one read-only statement over the cache. The database is
 //! opened read-only with `query_only`, and a statement SQLite says would
 //! write is refused before it runs.
+//!
+//! Rows are handed to a [`RowSink`] one at a time, straight from SQLite's
+//! buffers, and nothing is kept: memory stays the same whether the result
+//! has one row or a million (a `SELECT *` over the whole cache once held
+//! 2 GB).
 
+use std::fmt;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,22 +19,66 @@ use rusqlite::{Connection, OpenFlags};
 use super::CacheError;
 use super::writer::open_read_only;
 
-/// One result cell, typed as SQLite returned it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+/// One result cell as SQLite returned it, borrowed for the length of a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
     Null,
     Integer(i64),
     Real(f64),
-    Text(String),
-    /// A blob, as lowercase hex.
-    Blob(String),
+    /// Text as stored: normally UTF-8, but SQLite does not check.
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
 }
 
-/// Column names plus rows of cells.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueryResult {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Cell>>,
+impl<'a> From<ValueRef<'a>> for Cell<'a> {
+    fn from(value: ValueRef<'a>) -> Cell<'a> {
+        match value {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(value) => Cell::Integer(value),
+            ValueRef::Real(value) => Cell::Real(value),
+            ValueRef::Text(bytes) => Cell::Text(bytes),
+            ValueRef::Blob(bytes) => Cell::Blob(bytes),
+        }
+    }
+}
+
+/// Where a streamed result goes: the column names once, then each row as
+/// it is read, then the end. An error (a closed pipe) stops the query.
+pub trait RowSink {
+    fn columns(&mut self, names: &[&str]) -> io::Result<()>;
+    fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()>;
+    fn end(&mut self) -> io::Result<()>;
+}
+
+/// Why a streamed query stopped.
+#[derive(Debug)]
+pub enum QueryError {
+    /// The cache could not be opened, or SQLite refused or failed the
+    /// statement.
+    Cache(CacheError),
+    /// The sink could not take a row (its `io::Error`, e.g. a broken pipe).
+    Write(io::Error),
+}
+
+impl From<CacheError> for QueryError {
+    fn from(err: CacheError) -> QueryError {
+        QueryError::Cache(err)
+    }
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(source: rusqlite::Error) -> QueryError {
+        QueryError::Cache(CacheError::Sql { source })
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::Cache(err) => write!(f, "{err}"),
+            QueryError::Write(err) => write!(f, "cannot write the result: {err}"),
+        }
+    }
 }
 
 /// Rows in the cache, read without creating anything.
@@ -104,43 +155,39 @@ fn uri_path(path: &Path) -> String {
 /// How many SQLite VM steps run between two looks at the stop flag.
 const STOP_CHECK_STEPS: std::ffi::c_int = 10_000;
 
-/// Run `sql` against the cache at `path`. Once `stop` is set the statement
-/// fails as interrupted: SQLite's progress handler looks at the flag while
-/// it runs, so even a single long step stops, and a flag set before the
-/// first step is not missed (as `sqlite3_interrupt` would miss it).
-pub fn run_sql(path: &Path, sql: &str, stop: Arc<AtomicBool>) -> Result<QueryResult, CacheError> {
+/// Run `sql` against the cache at `path`, handing each row to `sink` as
+/// SQLite produces it. Returns the number of rows. Once `stop` is set the
+/// statement fails as interrupted: SQLite's progress handler looks at the
+/// flag while it runs, so even a single long step stops, and a flag set
+/// before the first step is not missed (as `sqlite3_interrupt` would miss
+/// it).
+pub fn stream_sql(
+    path: &Path,
+    sql: &str,
+    sink: &mut dyn RowSink,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, QueryError> {
     let mut conn = open_read_only(path)?;
     conn.progress_handler(STOP_CHECK_STEPS, Some(move || stop.load(Ordering::SeqCst)))?;
     let mut statement = conn.prepare(sql)?;
     if !statement.readonly() {
-        return Err(CacheError::WriteRefused);
+        return Err(CacheError::WriteRefused.into());
     }
-    let columns: Vec<String> = statement
-        .column_names()
-        .map(|name| name.to_string())
-        .collect();
-    let width = columns.len();
-    let mut rows_out = Vec::new();
+    let names: Vec<String> = statement.column_names().map(str::to_string).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    sink.columns(&name_refs).map_err(QueryError::Write)?;
+    let width = names.len();
+    let mut n_rows = 0;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
-        let mut cells = Vec::with_capacity(width);
-        for index in 0..width {
-            cells.push(match row.get_ref(index)? {
-                ValueRef::Null => Cell::Null,
-                ValueRef::Integer(value) => Cell::Integer(value),
-                ValueRef::Real(value) => Cell::Real(value),
-                ValueRef::Text(bytes) => Cell::Text(String::from_utf8_lossy(bytes).into_owned()),
-                ValueRef::Blob(bytes) => {
-                    Cell::Blob(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
-                }
-            });
-        }
-        rows_out.push(cells);
+        let cells = (0..width)
+            .map(|index| row.get_ref(index).map(Cell::from))
+            .collect::<rusqlite::Result<Vec<Cell<'_>>>>()?;
+        sink.row(&cells).map_err(QueryError::Write)?;
+        n_rows += 1;
     }
-    Ok(QueryResult {
-        columns,
-        rows: rows_out,
-    })
+    sink.end().map_err(QueryError::Write)?;
+    Ok(n_rows)
 }
 
 #[cfg(test)]
@@ -149,8 +196,34 @@ mod tests {
     use crate::cache::schema::MessageRow;
     use crate::cache::writer::CacheWriter;
 
-    fn go_on() -> Arc<AtomicBool> {
-        Arc::new(AtomicBool::new(false))
+    /// Cells as owned debug strings, to compare whole results.
+    #[derive(Default)]
+    struct Collect {
+        columns: Vec<String>,
+        rows: Vec<Vec<String>>,
+        ended: bool,
+    }
+
+    impl RowSink for Collect {
+        fn columns(&mut self, names: &[&str]) -> io::Result<()> {
+            self.columns = names.iter().map(|name| name.to_string()).collect();
+            Ok(())
+        }
+        fn row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
+            self.rows
+                .push(cells.iter().map(|cell| format!("{cell:?}")).collect());
+            Ok(())
+        }
+        fn end(&mut self) -> io::Result<()> {
+            self.ended = true;
+            Ok(())
+        }
+    }
+
+    fn run(path: &Path, sql: &str) -> Result<Collect, QueryError> {
+        let mut sink = Collect::default();
+        stream_sql(path, sql, &mut sink, Arc::new(AtomicBool::new(false)))?;
+        Ok(sink)
     }
 
     #[test]
@@ -184,12 +257,32 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_statement_stops_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        CacheWriter::open(&path).unwrap().finish().unwrap();
+        // Stopped before its first step, a statement that would run for
+        // hours fails at once.
+        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                       SELECT count(*) FROM n";
+        let mut sink = Collect::default();
+        let outcome = stream_sql(&path, endless, &mut sink, Arc::new(AtomicBool::new(true)));
+        let Err(QueryError::Cache(CacheError::Sql { source })) = outcome else {
+            panic!("not interrupted: {outcome:?}");
+        };
+        assert_eq!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::OperationInterrupted)
+        );
+    }
+
+    #[test]
     fn reads_rows_and_refuses_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
         assert!(matches!(
-            run_sql(&path, "SELECT 1", go_on()),
-            Err(CacheError::Missing { .. })
+            run(&path, "SELECT 1"),
+            Err(QueryError::Cache(CacheError::Missing { .. }))
         ));
         let mut writer = CacheWriter::open(&path).unwrap();
         let row = MessageRow {
@@ -199,53 +292,69 @@ mod tests {
         };
         writer.insert(&[row]).unwrap();
         writer.commit().unwrap();
-        let result = run_sql(
+        let result = run(
             &path,
-            "SELECT part_id, role, 1.5 AS x, NULL AS n FROM ai_gateway_messages",
-            go_on(),
+            "SELECT part_id, role, 1.5 AS x, NULL AS n, x'ff00' AS b FROM ai_gateway_messages",
         )
         .unwrap();
-        assert_eq!(result.columns, ["part_id", "role", "x", "n"]);
+        assert_eq!(result.columns, ["part_id", "role", "x", "n", "b"]);
         assert_eq!(
             result.rows,
-            [vec![
-                Cell::Text("a#0".into()),
-                Cell::Text("user".into()),
-                Cell::Real(1.5),
-                Cell::Null
+            [[
+                format!("{:?}", Cell::Text(b"a#0")),
+                format!("{:?}", Cell::Text(b"user")),
+                format!("{:?}", Cell::Real(1.5)),
+                format!("{:?}", Cell::Null),
+                format!("{:?}", Cell::Blob(&[0xff, 0x00])),
             ]]
         );
+        assert!(result.ended);
         for sql in [
             "DELETE FROM ai_gateway_messages",
             "INSERT INTO imported_files (path) VALUES ('x')",
             "DROP TABLE ai_gateway_messages",
         ] {
             assert!(
-                matches!(run_sql(&path, sql, go_on()), Err(CacheError::WriteRefused)),
+                matches!(
+                    run(&path, sql),
+                    Err(QueryError::Cache(CacheError::WriteRefused))
+                ),
                 "{sql}"
             );
         }
-        let count = run_sql(&path, "SELECT count(*) FROM ai_gateway_messages", go_on()).unwrap();
-        assert_eq!(count.rows, [vec![Cell::Integer(1)]]);
+        let count = run(&path, "SELECT count(*) FROM ai_gateway_messages").unwrap();
+        assert_eq!(count.rows, [[format!("{:?}", Cell::Integer(1))]]);
     }
 
     #[test]
-    fn an_interrupted_statement_stops_with_an_error() {
+    fn a_sink_error_stops_the_query() {
+        struct Refuse(u64);
+        impl RowSink for Refuse {
+            fn columns(&mut self, _: &[&str]) -> io::Result<()> {
+                Ok(())
+            }
+            fn row(&mut self, _: &[Cell<'_>]) -> io::Result<()> {
+                self.0 += 1;
+                Err(io::Error::from(io::ErrorKind::BrokenPipe))
+            }
+            fn end(&mut self) -> io::Result<()> {
+                panic!("no end after a failed row")
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
         CacheWriter::open(&path).unwrap().finish().unwrap();
-        // Stopped before its first step, a statement that would run for
-        // hours fails at once.
-        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
-                       SELECT count(*) FROM n";
-        let outcome = run_sql(&path, endless, Arc::new(AtomicBool::new(true)));
-        let Err(CacheError::Sql { source }) = outcome else {
-            panic!("not interrupted: {outcome:?}");
-        };
-        assert_eq!(
-            source.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::OperationInterrupted)
+        let mut sink = Refuse(0);
+        let res = stream_sql(
+            &path,
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n",
+            &mut sink,
+            Arc::new(AtomicBool::new(false)),
         );
+        assert!(
+            matches!(res, Err(QueryError::Write(err)) if err.kind() == io::ErrorKind::BrokenPipe)
+        );
+        assert_eq!(sink.0, 1, "one row, then stop (the statement is endless)");
     }
 
     #[test]

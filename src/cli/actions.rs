@@ -122,10 +122,10 @@ fn retry(paths: &Paths, kind: &str, request_key: &str, json: bool) -> Result<Cod
             "daemon": {"running": daemon_pid.is_some(), "pid": daemon_pid, "signalled": signalled},
         }))?;
     } else {
-        output::stdout_text(&format!(
+        output::stderr_text(&format!(
             "cleared {kind} {request_key} (was {})\n",
             crate::sanitize::clean(&previous, 40)
-        ))?;
+        ));
     }
     match (daemon_pid, signalled) {
         (Some(pid), true) => output::note(&format!(

@@ -12,9 +12,9 @@ use std::ffi::OsString;
 use clap::Args;
 use serde::Serialize;
 
-use crate::backfill::window::parse_date_ms;
+use crate::backfill::window::{Window, WindowSource, parse_bound_ms};
 use crate::backfill::{
-    self, DATASET, DEFAULT_RETENTION_DAYS, ProviderReport, ProviderStatus, RunOptions,
+    self, DATASET, DEFAULT_RETENTION_DAYS, ProviderPlan, ProviderReport, ProviderStatus, RunOptions,
 };
 use crate::cli::interrupt::Interrupt;
 use crate::cli::{CliError, Code, output};
@@ -22,24 +22,32 @@ use crate::config::catalog::{PROVIDERS, Provider, provider};
 use crate::config::{self, EffectiveConfig};
 use crate::paths::Paths;
 
+mod explain;
+
 pub const USAGE: &str = "usage: hyp backfill [provider...] [--since <iso>] [--until <iso>] [--retention-days <n>] [--dry-run] [--json]";
 const LIST_USAGE: &str = "usage: hyp backfill list [--json]";
-const PLAN_USAGE: &str = "usage: hyp backfill plan [provider...] [--retention-days <n>] [--json]";
+const PLAN_USAGE: &str = "usage: hyp backfill plan [provider...] [--since <iso>] [--until <iso>] [--retention-days <n>] [--json]";
 
 pub const HELP: &str = "\
 Import local Claude Code and Codex history into the cache (ai_gateway_messages)
 
 Usage: hyp backfill [provider...] [--since <iso>] [--until <iso>] [--retention-days <n>] [--dry-run] [--json]
        hyp backfill list [--json]
-       hyp backfill plan [provider...] [--retention-days <n>] [--json]
+       hyp backfill plan [provider...] [--since <iso>] [--until <iso>] [--retention-days <n>] [--json]
 
 Arguments:
   [provider...]            Providers to run (claude, codex); default: every provider whose
                            plugin is enabled in the effective config
 
+Commands:
+  list                     The providers this build has
+  plan                     Where each provider looks, the files and bytes it finds and the
+                           window it would apply; reads the history tree, writes nothing
+
 Options:
-      --since <iso>        Import lines at or after this time (2026-01-01, RFC 3339)
-      --until <iso>        Import lines at or before this time
+      --since <iso>        Import lines at or after this time: a date (2026-01-01), RFC 3339,
+                           or a span back from now (12h, 30d, 2w)
+      --until <iso>        Import lines at or before this time (same forms)
       --retention-days <n> Lower bound as now - n days when --since is not given
                            (default: query.cache.retention.default_days, else 90; 0 = no bound)
       --dry-run            Scan and count, write nothing
@@ -49,6 +57,9 @@ Options:
 Re-running is safe: rows already in the cache are skipped, unchanged files under a
 covering window are not read again, and a file that grew is read from where the last
 import stopped. SIGINT/SIGTERM commit what is parsed and exit 130/143.
+
+Without --json, a summary on stderr says where each provider looked, the window it
+applied and what fell outside it, and what was skipped as unchanged or ignored.
 ";
 
 /// Import local Claude Code and Codex history into the cache
@@ -113,7 +124,7 @@ fn parse(argv: &[OsString]) -> Result<Request, CliError> {
         }
         Some("plan") => Ok(Request::Plan(parse_flags(
             &tokens[1..],
-            &["retention-days", "json"],
+            &["since", "until", "retention-days", "json"],
             PLAN_USAGE,
         )?)),
         _ => Ok(Request::Import(parse_flags(
@@ -184,10 +195,11 @@ fn parse_flags(tokens: &[String], allowed: &[&str], usage: &str) -> Result<Impor
             }
         }
     }
+    let now_ms = jiff::Timestamp::now().as_millisecond();
     let parse_bound = |name: &str, value: &Option<String>| -> Result<Option<i64>, CliError> {
         match value {
             None => Ok(None),
-            Some(text) => parse_date_ms(text).map(Some).ok_or_else(|| {
+            Some(text) => parse_bound_ms(text, now_ms).map(Some).ok_or_else(|| {
                 usage_error(
                     format!("--{name} expects a parseable date (got {text})"),
                     usage,
@@ -253,12 +265,54 @@ fn select_providers(names: &[String], config: &EffectiveConfig) -> Result<Vec<Pr
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
+        let known = || PROVIDERS.iter().map(|provider| provider.name);
+        let suggestions: Vec<String> = unknown
+            .iter()
+            .filter_map(|name| crate::suggest::closest(name, known()))
+            .map(|name| format!("'{name}'"))
+            .collect();
+        let hint = match suggestions.first() {
+            Some(_) => format!(" (did you mean {}?)", suggestions.join(" or ")),
+            None => " (run 'hyp backfill list' to see them)".to_string(),
+        };
         return Err(CliError::failed(format!(
-            "unknown provider(s): {}",
+            "unknown provider(s): {}{hint}",
             unknown.join(", ")
         )));
     }
     Ok(names.iter().filter_map(|name| provider(name)).collect())
+}
+
+/// The selection, which must not be empty: a run that imports nothing
+/// because no provider is enabled is a mistake to tell, not a success.
+fn select_some(names: &[String], config: &EffectiveConfig) -> Result<Vec<Provider>, CliError> {
+    let providers = select_providers(names, config)?;
+    if providers.is_empty() {
+        return Err(CliError::failed(NONE_ENABLED));
+    }
+    Ok(providers)
+}
+
+/// The window an import applies, where its lower bound came from, and the
+/// retention in days (which `--since` overrides).
+fn import_window(flags: &ImportFlags, config: &EffectiveConfig) -> (Window, WindowSource, f64) {
+    let config_days = config.retention_default_days();
+    let (retention, source) = match (flags.retention_days, config_days) {
+        (Some(days), _) => (days, WindowSource::RetentionDays),
+        (None, Some(days)) => (days, WindowSource::Config),
+        (None, None) => (DEFAULT_RETENTION_DAYS, WindowSource::Default),
+    };
+    let source = match flags.since_ms {
+        Some(_) => WindowSource::Since,
+        None => source,
+    };
+    let window = backfill::resolve_window(
+        flags.since_ms,
+        flags.until_ms,
+        retention,
+        jiff::Timestamp::now().as_millisecond(),
+    );
+    (window, source, retention)
 }
 
 fn run_id() -> String {
@@ -294,13 +348,7 @@ fn uuid_v4() -> String {
     )
 }
 
-const NONE_ENABLED: &str = "No backfill providers matched your active config. Providers are registered but none are enabled here. Run `hyp backfill list` to see them, or name one explicitly (e.g. `hyp backfill claude`).";
-
-#[derive(Serialize)]
-struct EmptyRun<'a> {
-    run_id: &'a str,
-    providers: [(); 0],
-}
+const NONE_ENABLED: &str = "no providers matched your active config: none of claude, codex is enabled here; name one (e.g. 'hyp backfill claude') or see them with 'hyp backfill list'";
 
 #[derive(Serialize)]
 struct RunDocument<'a> {
@@ -312,30 +360,12 @@ struct RunDocument<'a> {
 fn import(flags: ImportFlags) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
     let config = config::load_effective(&paths);
-    let providers = select_providers(&flags.providers, &config)?;
+    let providers = select_some(&flags.providers, &config)?;
     let run_id = run_id();
-    if providers.is_empty() {
-        if flags.json {
-            output::stdout_json(&EmptyRun {
-                run_id: &run_id,
-                providers: [],
-            })?;
-        } else {
-            output::stdout_text(&format!("{NONE_ENABLED}\n"))?;
-        }
-        return Ok(Code::Ok);
-    }
-    let retention = flags
-        .retention_days
-        .or_else(|| config.retention_default_days())
-        .unwrap_or(DEFAULT_RETENTION_DAYS);
+    let (window, window_source, retention) = import_window(&flags, &config);
     let options = RunOptions {
-        window: backfill::resolve_window(
-            flags.since_ms,
-            flags.until_ms,
-            retention,
-            jiff::Timestamp::now().as_millisecond(),
-        ),
+        window,
+        window_source,
         dry_run: flags.dry_run,
         show_progress: backfill::progress::wanted(),
     };
@@ -349,6 +379,9 @@ fn import(flags: ImportFlags) -> Result<Code, CliError> {
         let report = backfill::run_provider(&paths, &config, provider, &options, interrupt.flag());
         warn_of_a_set_aside_cache(&report);
         summarise_skipped_lines(&report);
+        if !flags.json {
+            explain::provider(&report, retention, flags.dry_run);
+        }
         reports.push(report);
     }
     if reports
@@ -511,6 +544,7 @@ struct PlannedProvider {
     provider: &'static str,
     plugin: &'static str,
     datasets: [&'static str; 1],
+    plan: ProviderPlan,
 }
 
 #[derive(Serialize)]
@@ -519,35 +553,37 @@ struct PlanDocument<'a> {
     providers: Vec<PlannedProvider>,
 }
 
+/// What an import with these flags would do, per provider: nothing is
+/// written (the ledger is read read-only).
 fn plan(flags: ImportFlags) -> Result<Code, CliError> {
     let paths = Paths::from_env()?;
     let config = config::load_effective(&paths);
-    let providers = select_providers(&flags.providers, &config)?;
+    let providers = select_some(&flags.providers, &config)?;
     let run_id = run_id();
+    let (window, window_source, retention) = import_window(&flags, &config);
+    let planned: Vec<PlannedProvider> = providers
+        .iter()
+        .map(|provider| PlannedProvider {
+            provider: provider.name,
+            plugin: provider.plugin,
+            datasets: [DATASET],
+            plan: backfill::plan_provider(&paths, *provider, &window, window_source),
+        })
+        .collect();
     if flags.json {
         output::stdout_json(&PlanDocument {
             run_id: &run_id,
-            providers: providers
-                .iter()
-                .map(|provider| PlannedProvider {
-                    provider: provider.name,
-                    plugin: provider.plugin,
-                    datasets: [DATASET],
-                })
-                .collect(),
+            providers: planned,
         })?;
         return Ok(Code::Ok);
     }
-    let retention = flags
-        .retention_days
-        .or_else(|| config.retention_default_days())
-        .unwrap_or(DEFAULT_RETENTION_DAYS);
     let mut text = format!("backfill plan (retention={}d)\n", format_days(retention));
-    for provider in providers {
+    for entry in &planned {
         text.push_str(&format!(
-            "  {}  ({})  -> {DATASET}\n    (provider did not return a plan)\n",
-            provider.name, provider.plugin
+            "  {}  ({})  -> {DATASET}\n",
+            entry.provider, entry.plugin
         ));
+        text.push_str(&explain::plan(entry.provider, &entry.plan, retention));
     }
     output::stdout_text(&text)?;
     Ok(Code::Ok)
@@ -565,6 +601,7 @@ fn format_days(days: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backfill::window::parse_date_ms;
 
     fn parse_args(args: &[&str]) -> Result<Request, String> {
         let argv: Vec<OsString> = args.iter().map(OsString::from).collect();

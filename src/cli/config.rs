@@ -16,6 +16,7 @@
 //!
 //! Printed documents have secrets (`*token*`, `*secret*`, ...) redacted.
 
+use crate::config::validate::{PluginNameWarning, plugin_name_warnings};
 use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, Subcommand};
@@ -166,6 +167,9 @@ fn render_validate_text(report: &ValidationReport) -> Result<(), CliError> {
         ));
         warn_merge_outcome(effective);
     }
+    for warning in report_layers(report).flat_map(layer_warnings) {
+        output::warning(&warning.to_string());
+    }
     let inert = inert_plugins(report);
     if report.is_valid() && !inert.is_empty() {
         output::note(&format!(
@@ -309,6 +313,19 @@ fn counts(check: &LayerCheck) -> String {
     )
 }
 
+/// The local layer, then the central one when there is one.
+fn report_layers(report: &ValidationReport) -> impl Iterator<Item = &LayerCheck> {
+    std::iter::once(&report.local).chain(report.central.as_ref())
+}
+
+/// Plugin names in a layer that look like typos of known ones.
+fn layer_warnings(check: &LayerCheck) -> Vec<PluginNameWarning> {
+    match &check.layer.outcome {
+        Ok(document) => plugin_name_warnings(document),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Warnings for what the merge left out (stderr, for people).
 fn warn_merge_outcome(effective: &EffectiveConfig) {
     for dropped in &effective.drops {
@@ -351,6 +368,8 @@ struct LayerJson {
     plugins: Option<usize>,
     sinks: Option<usize>,
     errors: Vec<ConfigError>,
+    /// Unknown plugin names close to a known one (the config stays valid).
+    warnings: Vec<PluginNameWarning>,
 }
 
 #[derive(Serialize)]
@@ -369,6 +388,7 @@ fn validate_json(report: &ValidationReport) -> ValidateJson {
         plugins: check.plugin_count(),
         sinks: check.sink_count(),
         errors: check.errors.clone(),
+        warnings: layer_warnings(check),
     };
     ValidateJson {
         valid: report.is_valid(),

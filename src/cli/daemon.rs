@@ -138,7 +138,7 @@ fn run_daemon() -> Result<Code, CliError> {
         RunOutcome::Overran => "daemon: stopped (shutdown overran its budget)\n",
         RunOutcome::ExecFailed => "daemon: stopped (staged restart could not exec; relaunch me)\n",
     };
-    output::stdout_text(line)?;
+    output::stderr_text(line);
     Ok(code)
 }
 
@@ -148,7 +148,7 @@ fn start() -> Result<Code, CliError> {
         // Starting the service now would only fail on the lock, again and again.
         let pid = daemon::running_pid(&paths)
             .map_or_else(|| "pid unknown".to_string(), |pid| format!("pid={pid}"));
-        output::stdout_text(&format!("daemon: already running ({pid})\n"))?;
+        output::stderr_text(&format!("daemon: already running ({pid})\n"));
         return Ok(Code::Ok);
     }
     let Some(scope) = service::installed_scope() else {
@@ -158,7 +158,7 @@ fn start() -> Result<Code, CliError> {
     };
     match service::systemctl_in(scope, &["start", UNIT_NAME]) {
         Ok(()) => {
-            output::stdout_text("daemon: started\n")?;
+            output::stderr_text("daemon: started\n");
             Ok(Code::Ok)
         }
         Err(err @ SystemctlError::Unavailable { .. }) => Err(CliError::failed(format!(
@@ -195,10 +195,10 @@ fn stop_service_if_installed() -> bool {
 fn report_stop(paths: &Paths, timeout: u64, service_stopped: bool) -> Result<Code, CliError> {
     match daemon::stop_running_daemon(paths, Duration::from_secs(timeout)) {
         StopOutcome::NotRunning if service_stopped => {
-            output::stdout_text(&format!("daemon: stopped ({UNIT_NAME})\n"))?
+            output::stderr_text(&format!("daemon: stopped ({UNIT_NAME})\n"))
         }
-        StopOutcome::NotRunning => output::stdout_text("daemon: not running\n")?,
-        StopOutcome::Stopped { .. } => output::stdout_text("daemon: stopped\n")?,
+        StopOutcome::NotRunning => output::stderr_text("daemon: not running\n"),
+        StopOutcome::Stopped { .. } => output::stderr_text("daemon: stopped\n"),
         StopOutcome::TimedOut { pid } => {
             return Err(CliError::failed(format!(
                 "stop signal sent to pid {pid} but the daemon did not exit within {timeout}s (try again with --timeout, or kill -9 {pid})"
@@ -223,7 +223,7 @@ fn restart(timeout: u64) -> Result<Code, CliError> {
     let manager_problem = if let Some(scope) = service::installed_scope() {
         match service::systemctl_in(scope, &["restart", UNIT_NAME]) {
             Ok(()) => {
-                output::stdout_text("daemon: restarted\n")?;
+                output::stderr_text("daemon: restarted\n");
                 return Ok(Code::Ok);
             }
             Err(err @ SystemctlError::Unavailable { .. }) => Some(err.to_string()),
@@ -234,7 +234,7 @@ fn restart(timeout: u64) -> Result<Code, CliError> {
     };
     match daemon::restart_in_place(&paths, Duration::from_secs(timeout)) {
         RestartOutcome::Restarted { pid } => {
-            output::stdout_text(&format!("daemon: restarted (pid {pid}, in place)\n"))?;
+            output::stderr_text(&format!("daemon: restarted (pid {pid}, in place)\n"));
             Ok(Code::Ok)
         }
         RestartOutcome::TimedOut { pid } => Err(CliError::failed(format!(
@@ -524,16 +524,16 @@ fn install(args: &ServiceArgs) -> Result<Code, CliError> {
     let unit_label = installed_label(scope);
     match managed {
         Ok(()) => {
-            output::stdout_text(&format!(
+            output::stderr_text(&format!(
                 "✓ Daemon installed ({unit_label}: {UNIT_NAME})\n{summary}"
-            ))?;
+            ));
             hint_linger(scope);
             Ok(Code::Ok)
         }
         Err(err @ SystemctlError::Unavailable { .. }) => {
-            output::stdout_text(&format!(
+            output::stderr_text(&format!(
                 "✓ Wrote the {unit_label} {UNIT_NAME} (not started)\n{summary}"
-            ))?;
+            ));
             output::warning(&format!("{err}, so the service was not enabled or started"));
             let systemctl = scope.systemctl_command();
             output::note(&format!(
@@ -614,7 +614,7 @@ fn uninstall(args: &ServiceArgs) -> Result<Code, CliError> {
             UnitScope::User => "",
             UnitScope::System => "system ",
         };
-        output::stdout_text(&format!("daemon: no {which}service installed\n"))?;
+        output::stderr_text(&format!("daemon: no {which}service installed\n"));
         return Ok(Code::Ok);
     }
     if args.dry_run {
@@ -635,11 +635,11 @@ fn uninstall(args: &ServiceArgs) -> Result<Code, CliError> {
     }
     service::remove_unit(&unit_path).map_err(|err| CliError::failed(err.to_string()))?;
     let _ = service::systemctl_in(scope, &["daemon-reload"]);
-    output::stdout_text(&format!(
+    output::stderr_text(&format!(
         "✓ Daemon removed ({}: {UNIT_NAME})\n  removed: {}\n  config, state and logs are kept\n",
         installed_label(scope),
         unit_path.display()
-    ))?;
+    ));
     Ok(Code::Ok)
 }
 

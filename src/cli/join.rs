@@ -74,7 +74,7 @@ pub fn run_join(args: &JoinArgs) -> Result<Code, CliError> {
     if args.no_daemon {
         text.push_str("  daemon not contacted (--no-daemon); ");
         text.push_str(&format!("{HOW_TO_START} to finish joining\n"));
-        output::stdout_text(&text)?;
+        output::stderr_text(&text);
         return Ok(Code::Ok);
     }
     match daemon::reach_running_daemon(&paths) {
@@ -89,7 +89,7 @@ pub fn run_join(args: &JoinArgs) -> Result<Code, CliError> {
             text.push_str(&format!("{HOW_TO_START} to finish joining\n"));
         }
     }
-    output::stdout_text(&text)?;
+    output::stderr_text(&text);
     Ok(Code::Ok)
 }
 
@@ -178,9 +178,9 @@ pub fn run_leave(_args: &LeaveArgs) -> Result<Code, CliError> {
         ));
     };
     let Some(connection) = membership::connection(&paths) else {
-        output::stdout_text(
+        output::stderr_text(
             "hyp leave: this machine is not connected to a central server - nothing to do\n",
-        )?;
+        );
         if local_sink {
             local_note();
         }
@@ -232,7 +232,7 @@ pub fn run_leave(_args: &LeaveArgs) -> Result<Code, CliError> {
             "✓ left {urls} - this machine no longer pulls org config\n  kept: the query cache, client action markers, and your local config\n"
         ));
     }
-    output::stdout_text(&text)?;
+    output::stderr_text(&text);
     if local_sink {
         local_note();
     }

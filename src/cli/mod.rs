@@ -226,6 +226,9 @@ fn report_clap_error(root: &clap::Command, argv: &[OsString], err: clap::Error) 
         _ => {}
     }
     let (path, command) = walk_subcommands(root, argv);
+    if path.first().is_some_and(|name| name == "help") {
+        return report_help_error(root, argv, &err);
+    }
     let message = clap_message(&err, path.is_empty());
     let usage = command
         .clone()
@@ -237,6 +240,34 @@ fn report_clap_error(root: &clap::Command, argv: &[OsString], err: clap::Error) 
         usage: Some(usage),
     }
     .report(&path.join(" "))
+}
+
+/// `hyp help` is clap's: `--help` after it is help about `help` (exit 0),
+/// and an unknown name is an unknown command with a suggestion.
+fn report_help_error(root: &clap::Command, argv: &[OsString], err: &clap::Error) -> ExitCode {
+    if argv.iter().any(|arg| arg == "--help" || arg == "-h")
+        && let Some(help) = root.find_subcommand("help")
+    {
+        let _ = output::stdout_text(&help.clone().render_help().to_string());
+        return Code::Ok.into();
+    }
+    let given = match err.get(ContextKind::InvalidSubcommand) {
+        Some(ContextValue::String(token)) => token.clone(),
+        _ => first_line(err),
+    };
+    let known = root
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .map(|sub| sub.get_name());
+    let message = match crate::suggest::closest(&given, known) {
+        Some(name) => format!("unknown command '{given}' (did you mean '{name}'?)"),
+        None => format!("unknown command '{given}'"),
+    };
+    CliError::Usage {
+        message,
+        usage: Some("usage: hyp help [COMMAND]...".to_string()),
+    }
+    .report("")
 }
 
 /// Follow argv's subcommand names down the tree as far as they match.
@@ -270,10 +301,27 @@ fn clap_message(err: &clap::Error, top_level: bool) -> String {
             other => Some(other.to_string()),
         }
     };
+    // clap's did-you-mean: one name, or several to choose from.
+    let suggestion = |kind: ContextKind| -> Option<String> {
+        match err.get(kind)? {
+            ContextValue::String(value) => Some(format!("'{value}'")),
+            ContextValue::Strings(values) if !values.is_empty() => Some(
+                values
+                    .iter()
+                    .map(|value| format!("'{value}'"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            ),
+            _ => None,
+        }
+    };
     let invalid_arg = context(ContextKind::InvalidArg).unwrap_or_default();
     match err.kind() {
         ErrorKind::UnknownArgument if invalid_arg.starts_with('-') => {
-            format!("unknown flag {invalid_arg}")
+            match suggestion(ContextKind::SuggestedArg) {
+                Some(flag) => format!("unknown flag {invalid_arg} (did you mean {flag}?)"),
+                None => format!("unknown flag {invalid_arg}"),
+            }
         }
         ErrorKind::UnknownArgument => {
             format!("unexpected argument '{invalid_arg}' (quote multi-word values)")
@@ -281,10 +329,8 @@ fn clap_message(err: &clap::Error, top_level: bool) -> String {
         ErrorKind::InvalidSubcommand => {
             let noun = if top_level { "command" } else { "subcommand" };
             let token = context(ContextKind::InvalidSubcommand).unwrap_or_default();
-            match context(ContextKind::SuggestedSubcommand) {
-                Some(suggestion) => {
-                    format!("unknown {noun} '{token}' (did you mean '{suggestion}'?)")
-                }
+            match suggestion(ContextKind::SuggestedSubcommand) {
+                Some(names) => format!("unknown {noun} '{token}' (did you mean {names}?)"),
                 None => format!("unknown {noun} '{token}'"),
             }
         }
@@ -292,10 +338,18 @@ fn clap_message(err: &clap::Error, top_level: bool) -> String {
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             let value = context(ContextKind::InvalidValue).unwrap_or_default();
             let detail = first_line(err);
+            let flag = invalid_arg.split_whitespace().next().unwrap_or_default();
+            let choices = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(values)) if !values.is_empty() => Some(values.join("|")),
+                _ => None,
+            };
             if invalid_arg.is_empty() {
                 detail
             } else if value.is_empty() {
-                format!("{invalid_arg} expects a value")
+                format!("{flag} expects a value")
+            } else if let Some(choices) = choices {
+                // The reference's wording: `--X expects a|b|c (got V)`.
+                format!("{flag} expects {choices} (got {value})")
             } else {
                 format!("{invalid_arg}: {detail}")
             }

@@ -23,7 +23,20 @@ pub fn stdout_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
 
 fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut stdout = io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+    finish_stdout(stdout.write_all(bytes).and_then(|()| stdout.flush()))
+}
+
+/// stdout behind a 64 KiB buffer, for output written as it is produced
+/// (`hyp query sql` streams rows through it). Hand the outcome of the
+/// writes and the final flush to [`finish_stdout`].
+pub fn stdout_buffered() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::with_capacity(64 * 1024, io::stdout().lock())
+}
+
+/// The outcome of writing to stdout: a closed pipe (`hyp query sql ... |
+/// head`) is a quiet success, any other error a failure.
+pub fn finish_stdout(res: io::Result<()>) -> Result<(), CliError> {
+    match res {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(err) => Err(CliError::failed(format!("cannot write to stdout: {err}"))),
@@ -38,6 +51,12 @@ pub fn warning(message: &str) {
 /// `note: <message>` on stderr (dim prefix on a terminal).
 pub fn note(message: &str) {
     stderr_line(Paint::Dim, "note:", message);
+}
+
+/// Text on stderr as is: confirmations of what a command did (`daemon:
+/// stopped`, `✓ Joined ...`), which are for people, not data.
+pub fn stderr_text(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// A plain line on stderr, for progress and human summaries in `--json` mode.
@@ -63,7 +82,7 @@ enum Paint {
 }
 
 fn stderr_line(paint: Paint, prefix: &str, message: &str) {
-    let prefix = if colour_stderr() {
+    let prefix = if colour() {
         let code = match paint {
             Paint::Red => "31",
             Paint::Yellow => "33",
@@ -76,7 +95,50 @@ fn stderr_line(paint: Paint, prefix: &str, message: &str) {
     let _ = writeln!(io::stderr().lock(), "{prefix} {message}");
 }
 
-/// Colour only the prefix, only on a terminal, never with `NO_COLOR`.
-fn colour_stderr() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()) && io::stderr().is_terminal()
+/// Whether hyp paints anything (only ever the prefix of a stderr line).
+/// This is the one place the rule lives: see [`colour_rule`].
+pub fn colour() -> bool {
+    colour_rule(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+        io::stdout().is_terminal(),
+        io::stderr().is_terminal(),
+    )
+}
+
+/// Colour is off when `NO_COLOR` is set to anything but the empty string
+/// (no-color.org), when `TERM=dumb`, when stdout is not a terminal (the
+/// output is piped or saved, so the whole run is not being watched) and
+/// when stderr, where the colour would go, is not one.
+fn colour_rule(
+    no_color: Option<&std::ffi::OsStr>,
+    term: Option<&std::ffi::OsStr>,
+    stdout_terminal: bool,
+    stderr_terminal: bool,
+) -> bool {
+    no_color.is_none_or(|value| value.is_empty())
+        && term.is_none_or(|term| term != "dumb")
+        && stdout_terminal
+        && stderr_terminal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_needs_two_terminals_and_no_opt_out() {
+        let xterm = Some(OsStr::new("xterm-256color"));
+        assert!(colour_rule(None, xterm, true, true));
+        assert!(colour_rule(None, None, true, true), "no TERM is not dumb");
+        assert!(
+            colour_rule(Some(OsStr::new("")), xterm, true, true),
+            "empty NO_COLOR"
+        );
+        assert!(!colour_rule(Some(OsStr::new("1")), xterm, true, true));
+        assert!(!colour_rule(None, Some(OsStr::new("dumb")), true, true));
+        assert!(!colour_rule(None, xterm, false, true), "stdout piped");
+        assert!(!colour_rule(None, xterm, true, false), "stderr redirected");
+    }
 }

@@ -11,6 +11,9 @@
 //!   written for full HypAware hosts, whose sinks may use third-party
 //!   plugins, still applies. Its `schedule` is still checked, and a sink
 //!   that names a known plugin in the wrong role still fails.
+//! - An unknown plugin name within a small edit distance of a known one
+//!   (`@hypaware/claud`) is still inert and the config still valid, but
+//!   [`plugin_name_warnings`] says which plugin was probably meant.
 
 use serde_json::{Map, Value};
 
@@ -59,6 +62,46 @@ pub fn section_errors(document: &Value) -> Vec<ConfigError> {
         .into_iter()
         .filter(|entry| entry.enabled)
         .flat_map(|entry| sections::entry_errors(entry.name, entry.config, entry.index))
+        .collect()
+}
+
+/// An unknown plugin name that looks like a typo of a known one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginNameWarning {
+    /// `plugin_name_unknown`.
+    pub kind: &'static str,
+    pub pointer: String,
+    pub name: String,
+    pub did_you_mean: &'static str,
+}
+
+impl std::fmt::Display for PluginNameWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: plugin '{}' is not one hyp knows, so it stays inert (did you mean '{}'?)",
+            self.pointer, self.name, self.did_you_mean
+        )
+    }
+}
+
+/// A warning per `plugins[]` name that is not in the catalog but is close
+/// to a name that is. Warnings only: an unknown plugin is inert by design
+/// (third-party plugins exist), so the config stays valid.
+pub fn plugin_name_warnings(document: &Value) -> Vec<PluginNameWarning> {
+    plugin_entries(document)
+        .into_iter()
+        .filter(|entry| catalog::known_plugin(entry.name).is_none())
+        .filter_map(|entry| {
+            let known = catalog::KNOWN_PLUGINS.iter().map(|plugin| plugin.name);
+            let did_you_mean = crate::suggest::closest(entry.name, known)?;
+            Some(PluginNameWarning {
+                kind: "plugin_name_unknown",
+                pointer: format!("/plugins/{}/name", entry.index),
+                name: entry.name.to_string(),
+                did_you_mean,
+            })
+        })
         .collect()
 }
 
@@ -386,6 +429,35 @@ mod tests {
             cross(json!({"version": 2, "plugins": [{"name": "@acme/thing"}, {"name": "@hypaware/cursor", "enabled": false}]}))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn near_misses_of_known_plugins_are_warned_about() {
+        let document = json!({"version": 2, "plugins": [
+            {"name": "@hypaware/claud"},
+            {"name": "@hypaware/codex"},
+            {"name": "@acme/totally-different"},
+            {"name": "@hypaware/centrl", "enabled": false},
+        ]});
+        let warnings = plugin_name_warnings(&document);
+        let found: Vec<(&str, &str, &str)> = warnings
+            .iter()
+            .map(|warning| {
+                (
+                    warning.pointer.as_str(),
+                    warning.name.as_str(),
+                    warning.did_you_mean,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("/plugins/0/name", "@hypaware/claud", "@hypaware/claude"),
+                ("/plugins/3/name", "@hypaware/centrl", "@hypaware/central"),
+            ]
+        );
+        assert!(cross(document).is_empty(), "still valid, still inert");
     }
 
     #[test]

@@ -105,8 +105,7 @@ pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonErr
     let status = announce(paths, time_scale)?;
     remove_stray_temps(paths);
     let mut daemon = boot(paths, time_scale, lock, status, signals)?;
-    let _ =
-        crate::cli::output::stdout_text(&format!("daemon: running (pid={})\n", std::process::id()));
+    crate::cli::output::stderr_text(&format!("daemon: running (pid={})\n", std::process::id()));
     let ending = daemon.wait();
     Ok(daemon.finish(ending))
 }
@@ -616,8 +615,7 @@ impl Daemon {
                     );
                 }
                 crate::event!(Info, "daemon.exec", json!({"hyp_reason": reason}));
-                let _ =
-                    crate::cli::output::stdout_text(&format!("daemon: restarting ({reason})\n"));
+                crate::cli::output::stderr_text(&format!("daemon: restarting ({reason})\n"));
                 let err = exec_self();
                 crate::event!(
                     Error,

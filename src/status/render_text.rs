@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::sanitize::{error_text, label};
 use crate::status::report::{Diagnostic, Overall, Provenance, Severity, StatusReport};
+use crate::units;
 
 /// Render `report` for people.
 pub fn render(report: &StatusReport) -> String {
@@ -128,7 +129,6 @@ fn plugins_and_sinks(out: &mut String, report: &StatusReport) {
 /// export 12 s ago", or why rows are waiting and when the next try is.
 fn forward_line(instance: &str, forward: &crate::sink::SinkOverview) -> String {
     use crate::sink::SinkState;
-    use crate::units;
     let now = jiff::Timestamp::now();
     let ago = |at: &Option<String>| {
         at.as_deref().and_then(crate::time::parse_iso).map(|at| {
@@ -200,9 +200,9 @@ fn cache(out: &mut String, report: &StatusReport) {
         _ => format!("{} days", cache.retention_days),
     };
     let _ = writeln!(out, "  cache:           {}", label(&cache.dir));
-    let _ = writeln!(out, "  cache rows:      {}", cache.rows);
+    let _ = writeln!(out, "  cache rows:      {}", units::count(cache.rows));
     let _ = writeln!(out, "  cache retention: {retention}");
-    let _ = writeln!(out, "  cache size:      {} bytes", cache.size_bytes);
+    let _ = writeln!(out, "  cache size:      {}", units::bytes(cache.size_bytes));
     if let Some(error) = &cache.error {
         let _ = writeln!(out, "  cache error:     {}", error_text(error));
     }
@@ -259,7 +259,10 @@ fn remote_config(out: &mut String, report: &StatusReport) {
     if let Some(probation) = &remote.probation {
         let left = probation
             .remaining_seconds
-            .map(|seconds| format!(" ({seconds} s left)"))
+            .map(|seconds| {
+                let left = std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+                format!(" ({} left)", units::duration(left))
+            })
             .unwrap_or_default();
         let _ = writeln!(
             out,
@@ -328,7 +331,6 @@ fn client_actions(out: &mut String, report: &StatusReport) {
 }
 
 fn capture(out: &mut String, report: &StatusReport) {
-    use crate::units;
     let Some(rows) = &report.capture else {
         return;
     };

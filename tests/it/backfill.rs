@@ -133,7 +133,9 @@ fn the_small_corpus_imports_exactly_the_manifest_rows_and_reruns_write_nothing()
         let document = third.stdout_json();
         let report = provider(&document, name);
         assert_eq!(report["rows_written"], 0);
-        assert_eq!(report["rows_skipped"], report["items_seen"]);
+        // rows_skipped counts rows already in the cache (issue 14.5), not
+        // items as the reference did.
+        assert_eq!(report["rows_skipped"], expected_rows(&manifest, name));
         assert_eq!(report["items_seen"], 20);
     }
     assert_eq!(
@@ -523,13 +525,19 @@ fn providers_come_from_the_config_unless_named() {
         "home/.claude/projects/p/s.jsonl",
         &(claude_line("s", "u1", "2026-05-01T00:00:00.000Z", "hi") + "\n"),
     );
-    // No config: nothing is enabled.
-    let run = env.hyp(["backfill", "--json"]).assert_success();
-    assert_eq!(run.stdout_json()["providers"], json!([]));
-    assert!(run.stdout_json().get("dry_run").is_none());
-    env.hyp(["backfill"])
-        .assert_success()
-        .assert_stdout_contains("No backfill providers matched your active config.");
+    // No config: nothing is enabled, and no provider matched is an error
+    // now (issue 14.5; the reference printed `{"providers": []}`, exit 0).
+    for args in [
+        &["backfill"][..],
+        &["backfill", "--json"],
+        &["backfill", "plan"],
+    ] {
+        let run = env
+            .hyp(args)
+            .assert_exit(1)
+            .assert_stderr_contains("hyp backfill: no providers matched your active config");
+        assert_eq!(run.stdout(), "", "{args:?}");
+    }
     env.write(
         "home/.hyp/hypaware-config.json",
         r#"{"version":2,"plugins":[{"name":"@hypaware/claude"},{"name":"@hypaware/codex","enabled":false}],"query":{"cache":{"retention":{"default_days":0}}}}"#,

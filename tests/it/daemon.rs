@@ -94,6 +94,12 @@ impl RunningDaemon {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
+    /// Lifecycle lines (`daemon: running`, `daemon: stopped`) are for
+    /// people, so on stderr (issue 14.6).
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
     fn explain(&self, what: &str) -> String {
         format!(
             "{what}\n--- stdout\n{}\n--- stderr\n{}\n--- log\n{}\n--- files\n{}",
@@ -194,7 +200,7 @@ fn assert_stops_cleanly_on(signal: libc::c_int) {
         "{}",
         daemon.explain("pid file removed")
     );
-    assert!(daemon.stdout().contains("daemon: stopped"));
+    assert!(daemon.stderr().contains("daemon: stopped"));
     let events = daemon.log_events();
     for event in [
         "daemon.starting",
@@ -372,7 +378,7 @@ fn a_malformed_pid_file_is_explained_not_fatal() {
     assert_eq!(json["pid_file"]["state"], "malformed");
     env.hyp(["daemon", "stop"])
         .assert_success()
-        .assert_stdout_contains("daemon: not running");
+        .assert_stderr_contains("daemon: not running");
     // The daemon replaces it.
     let daemon = RunningDaemon::start(&env);
     assert_eq!(daemon.pid_json()["pid"], daemon.pid());
@@ -383,11 +389,11 @@ fn daemon_stop_stops_a_running_daemon() {
     let env = daemon_env();
     env.hyp(["daemon", "stop"])
         .assert_success()
-        .assert_stdout_contains("daemon: not running");
+        .assert_stderr_contains("daemon: not running");
     let mut daemon = RunningDaemon::start(&env);
     env.hyp(["daemon", "stop"])
         .assert_success()
-        .assert_stdout_contains("daemon: stopped");
+        .assert_stderr_contains("daemon: stopped");
     assert_eq!(daemon.wait_exit().code(), Some(0));
     assert_eq!(daemon.status_json()["state"], "stopped");
 }
@@ -399,7 +405,7 @@ fn restart_without_a_service_restarts_in_place_or_refuses_before_stopping() {
     let first_run = daemon.pid_json()["run_id"].clone();
     env.hyp(["daemon", "restart"])
         .assert_success()
-        .assert_stdout_contains("daemon: restarted");
+        .assert_stderr_contains("daemon: restarted");
     assert_ne!(daemon.pid_json()["run_id"], first_run, "a new run");
     assert_eq!(daemon.pid_json()["pid"], daemon.pid(), "the same process");
     env.hyp(["daemon", "status"]).assert_success();
@@ -453,7 +459,7 @@ fn a_staged_restart_execs_in_place_with_the_same_pid() {
         "{}",
         daemon.explain("exit")
     );
-    assert!(daemon.stdout().contains("daemon: restarting"));
+    assert!(daemon.stderr().contains("daemon: restarting"));
 }
 
 #[test]
@@ -590,11 +596,11 @@ fn install_without_a_service_manager_writes_the_unit_and_says_how_to_start() {
     assert!(unit.exists());
     env.hyp(["daemon", "uninstall"])
         .assert_success()
-        .assert_stdout_contains("Daemon removed");
+        .assert_stderr_contains("Daemon removed");
     assert!(!unit.exists());
     env.hyp(["daemon", "uninstall"])
         .assert_success()
-        .assert_stdout_contains("daemon: no service installed");
+        .assert_stderr_contains("daemon: no service installed");
     env.hyp(["daemon", "start"])
         .assert_exit(1)
         .assert_stderr_contains("service not installed");
@@ -612,10 +618,10 @@ fn install_and_uninstall_drive_systemctl_user() {
     env.set_var("HYP_SERVICE_MANAGER", fake.display().to_string());
     env.hyp(["daemon", "install"])
         .assert_success()
-        .assert_stdout_contains("Daemon installed (systemd unit: hypaware.service)");
+        .assert_stderr_contains("Daemon installed (systemd unit: hypaware.service)");
     env.hyp(["daemon", "restart"])
         .assert_success()
-        .assert_stdout_contains("daemon: restarted");
+        .assert_stderr_contains("daemon: restarted");
     env.hyp(["daemon", "uninstall"]).assert_success();
     let recorded = std::fs::read_to_string(&calls).unwrap();
     assert_eq!(
@@ -736,7 +742,7 @@ fn start_with_a_daemon_already_running_says_so() {
     let daemon = RunningDaemon::start(&env);
     env.hyp(["daemon", "start"])
         .assert_success()
-        .assert_stdout_contains(&format!("daemon: already running (pid={})", daemon.pid()));
+        .assert_stderr_contains(&format!("daemon: already running (pid={})", daemon.pid()));
 }
 
 #[test]

@@ -50,7 +50,7 @@ fn an_unknown_shell_is_a_usage_error() {
     env.hyp(["completions", "tcsh"])
         .assert_exit(2)
         .assert_stderr_contains("hyp completions: ")
-        .assert_stderr_contains("invalid value 'tcsh'");
+        .assert_stderr_contains("expects bash|zsh|fish (got tcsh)");
     env.hyp(["completions"])
         .assert_exit(2)
         .assert_stderr_contains("hyp completions: ");
@@ -294,7 +294,7 @@ fn system_install_and_uninstall_drive_the_system_manager() {
     let unit = env.root().join("etc-systemd-system/hypaware.service");
     env.hyp(["daemon", "install", "--system"])
         .assert_success()
-        .assert_stdout_contains("Daemon installed (systemd system unit: hypaware.service)");
+        .assert_stderr_contains("Daemon installed (systemd system unit: hypaware.service)");
     let content = std::fs::read_to_string(&unit).expect("the system unit");
     assert!(content.contains("\nUser=root\n"), "{content}");
     let user_unit = env.home().join(".config/systemd/user/hypaware.service");
@@ -302,23 +302,23 @@ fn system_install_and_uninstall_drive_the_system_manager() {
     // start, stop and restart drive the system unit when it is the one installed.
     env.hyp(["daemon", "stop"])
         .assert_success()
-        .assert_stdout_contains("daemon: stopped (hypaware.service)");
+        .assert_stderr_contains("daemon: stopped (hypaware.service)");
     env.hyp(["daemon", "start"])
         .assert_success()
-        .assert_stdout_contains("daemon: started");
+        .assert_stderr_contains("daemon: started");
     env.hyp(["daemon", "restart"])
         .assert_success()
-        .assert_stdout_contains("daemon: restarted");
+        .assert_stderr_contains("daemon: restarted");
     env.hyp(["daemon", "uninstall"])
         .assert_success()
-        .assert_stdout_contains("daemon: no service installed");
+        .assert_stderr_contains("daemon: no service installed");
     env.hyp(["daemon", "uninstall", "--system"])
         .assert_success()
-        .assert_stdout_contains("Daemon removed (systemd system unit: hypaware.service)");
+        .assert_stderr_contains("Daemon removed (systemd system unit: hypaware.service)");
     assert!(!unit.exists());
     env.hyp(["daemon", "uninstall", "--system"])
         .assert_success()
-        .assert_stdout_contains("daemon: no system service installed");
+        .assert_stderr_contains("daemon: no system service installed");
     let recorded = std::fs::read_to_string(&calls).unwrap();
     assert_eq!(
         recorded.lines().collect::<Vec<_>>(),

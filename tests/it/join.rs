@@ -68,11 +68,12 @@ fn join_writes_exactly_the_seed_and_nothing_else() {
         ])
         .assert_success();
     let seed_path = control_dir(&env).join("seed.json");
+    // Confirmations are for people: stderr (issue 14.6).
     assert!(
-        run.stdout()
+        run.stderr()
             .contains(&format!("✓ Wrote seed config {}", seed_path.display()))
     );
-    assert!(run.stdout().contains("--no-daemon"));
+    assert!(run.stderr().contains("--no-daemon"));
     assert_eq!(
         seed(&env),
         json!({"version": 2, "plugins": [{"name": "@hypaware/central"}],
@@ -99,9 +100,9 @@ fn join_without_a_daemon_says_how_to_start_one() {
     let env = TestEnv::new();
     env.hyp(["join", "http://127.0.0.1:9", "tok"])
         .assert_success()
-        .assert_stdout_contains("no daemon is running")
-        .assert_stdout_contains("hyp daemon run")
-        .assert_stdout_contains("hyp daemon install");
+        .assert_stderr_contains("no daemon is running")
+        .assert_stderr_contains("hyp daemon run")
+        .assert_stderr_contains("hyp daemon install");
     assert!(
         !env.state_root().join("run").exists(),
         "join starts nothing"
@@ -141,7 +142,7 @@ fn join_supersedes_a_stale_applied_slot() {
     fs::write(control_dir(&env).join("client-actions.json"), "{}\n").unwrap();
     env.hyp(["join", "http://127.0.0.1:9", "fresh-token", "--no-daemon"])
         .assert_success()
-        .assert_stdout_contains("superseded a stale applied config");
+        .assert_stderr_contains("superseded a stale applied config");
     let dir = control_dir(&env);
     for gone in [
         "active",
@@ -258,7 +259,7 @@ fn leave_when_not_joined_is_a_no_op() {
     let env = TestEnv::new();
     env.hyp(["leave"])
         .assert_success()
-        .assert_stdout_contains("not connected to a central server - nothing to do");
+        .assert_stderr_contains("not connected to a central server - nothing to do");
 }
 
 #[test]
@@ -278,11 +279,11 @@ fn leave_after_join_removes_the_central_layer_and_identity() {
     let run = env
         .hyp(["leave"])
         .assert_success()
-        .assert_stdout_contains("leaving http://127.0.0.1:9")
-        .assert_stdout_contains("✓ removed the central config layer")
-        .assert_stdout_contains("✓ removed the forward identity")
-        .assert_stdout_contains("✓ left http://127.0.0.1:9");
-    assert!(run.stdout().contains("no daemon is running"));
+        .assert_stderr_contains("leaving http://127.0.0.1:9")
+        .assert_stderr_contains("✓ removed the central config layer")
+        .assert_stderr_contains("✓ removed the forward identity")
+        .assert_stderr_contains("✓ left http://127.0.0.1:9");
+    assert!(run.stderr().contains("no daemon is running"));
     assert!(!control_dir(&env).join("seed.json").exists());
     assert!(
         !env.state_root()
@@ -293,7 +294,7 @@ fn leave_after_join_removes_the_central_layer_and_identity() {
     assert!(control_dir(&env).join("client-actions.json").exists());
     env.hyp(["leave"])
         .assert_success()
-        .assert_stdout_contains("nothing to do");
+        .assert_stderr_contains("nothing to do");
 }
 
 #[test]
@@ -304,7 +305,7 @@ fn leave_removes_an_applied_slot_and_keeps_the_local_layer() {
     let path = env.write("home/.hyp/hypaware-config.json", local);
     env.hyp(["leave"])
         .assert_success()
-        .assert_stdout_contains("leaving http://127.0.0.1:9");
+        .assert_stderr_contains("leaving http://127.0.0.1:9");
     let dir = control_dir(&env);
     for gone in ["active", "config.b.json", "config.b.etag", "state.json"] {
         assert!(
@@ -324,6 +325,6 @@ fn leave_notes_a_central_sink_in_the_local_layer() {
     );
     env.hyp(["leave"])
         .assert_success()
-        .assert_stdout_contains("nothing to do")
+        .assert_stderr_contains("nothing to do")
         .assert_stderr_contains("defines a central sink");
 }

@@ -4,9 +4,11 @@
 
 mod actions;
 mod backfill;
+mod backfill_report;
 mod backfill_resume;
 mod capture;
 mod cli;
+mod cli_help;
 mod config;
 mod control;
 mod daemon;
@@ -20,6 +22,7 @@ mod history;
 mod install;
 mod join;
 mod query;
+mod query_stream;
 mod state_files;
 mod status;
 mod support;
