@@ -8,6 +8,17 @@ pub fn iso_ms(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// A `SystemTime` as [`iso_ms`] (the clock the daemon's timers read).
+pub fn iso_system(time: std::time::SystemTime) -> String {
+    let since_epoch = time
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    match Timestamp::from_nanosecond(since_epoch.as_nanos() as i128) {
+        Ok(timestamp) => iso_ms(timestamp),
+        Err(_) => now_iso(),
+    }
+}
+
 /// The current time as [`iso_ms`].
 pub fn now_iso() -> String {
     iso_ms(Timestamp::now())
@@ -20,6 +31,13 @@ pub fn parse_iso(text: &str) -> Option<Timestamp> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_system_time_has_milliseconds_and_z() {
+        let time =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(super::iso_system(time), "2023-11-14T22:13:20.123Z");
+    }
+
     use super::*;
 
     #[test]

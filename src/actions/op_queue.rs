@@ -8,7 +8,7 @@
 //! retries failed units at once (boot, confirm edge) beats one that waits
 //! for their backoff (reload, retry timer).
 
-use crate::daemon::messages::PassReason;
+use crate::messages::PassReason;
 
 #[derive(Debug, Default)]
 pub struct OpQueue {

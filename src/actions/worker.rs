@@ -41,7 +41,7 @@ use crate::actions::reconciler::{
 };
 use crate::actions::recovery;
 use crate::actions::store::MarkerStore;
-use crate::daemon::messages::{ExportReason, ExportRequest, PassReason, PassRequest};
+use crate::messages::{ExportReason, ExportRequest, PassReason, PassRequest};
 use crate::paths::{Paths, TimeScale};
 use crate::time::iso_ms;
 

@@ -190,7 +190,7 @@ fn new_installation_id() -> String {
         let digest = sha2::Sha256::digest(seed.as_bytes());
         bytes.copy_from_slice(&digest[..16]);
     }
-    crate::sink::chunk::hex(&bytes)
+    crate::hex::hex(&bytes)
 }
 
 /// When this machine last joined: recorded by `hyp join`, else (a host

@@ -29,7 +29,7 @@ use crate::control::client::{
 use crate::control::engine::{self, ApplyEngine, RollbackOutcome, StageOutcome};
 use crate::control::identity::Credential;
 use crate::control::sink::{self, CentralSink, SinkError};
-use crate::daemon::messages::{PassReason, PassRequest, PollEvent};
+use crate::messages::{PassReason, PassRequest, PollEvent};
 use crate::paths::{Paths, TimeScale};
 
 /// The failure ladder, unscaled seconds, by consecutive failures (1, 2, 3, 4+).
@@ -218,12 +218,12 @@ pub struct PollError {
 impl PollRecord {
     /// Fold in one poll's report, made at `now`.
     pub fn record(&mut self, report: &PollReport, now: SystemTime) {
-        let at = crate::daemon::status_file::iso(now);
+        let at = crate::time::iso_system(now);
         self.last_poll_at = Some(at.clone());
         self.last_poll_result = Some(report.result().to_string());
         self.next_poll_at = now
             .checked_add(report.next_delay)
-            .map(crate::daemon::status_file::iso);
+            .map(crate::time::iso_system);
         match &report.outcome {
             // Central answered with this machine's credential: reachable.
             PollOutcome::Confirming { .. } | PollOutcome::NotRegistered => {

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use crate::actions::child::{self, Cancel, CancelSource, ChildOutcome, ChildSpec};
 use crate::config::cron::{self, Schedule};
 use crate::control::sink::CentralSink;
-use crate::daemon::messages::{ExportReason, ExportRequest};
+use crate::messages::{ExportReason, ExportRequest};
 use crate::paths::{Paths, TimeScale};
 use crate::sink;
 

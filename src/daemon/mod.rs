@@ -10,7 +10,6 @@ use crate::paths::Paths;
 pub mod exporter;
 pub mod lock;
 pub mod logs;
-pub mod messages;
 pub mod pid_file;
 pub mod run;
 pub mod service;

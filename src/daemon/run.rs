@@ -24,12 +24,12 @@ use crate::control::engine;
 use crate::control::poll::{PollContext, PollHandle};
 use crate::daemon::exporter::{ExporterHandle, ExporterSetup};
 use crate::daemon::lock::{DaemonLock, LockError};
-use crate::daemon::messages::{PassReason, PassRequest, PollEvent};
 use crate::daemon::pid_file::{self, PidFile};
 use crate::daemon::signals::{self, DaemonSignal};
-use crate::daemon::status_file::{self, DaemonState, StatusWriter};
+use crate::daemon::status_file::{DaemonState, StatusWriter};
 use crate::daemon::watchdog::Watchdog;
 use crate::logging;
+use crate::messages::{PassReason, PassRequest, PollEvent};
 use crate::paths::{Paths, TimeScale};
 
 /// Grace for an in-flight poll when the poll thread is stopped.
@@ -105,7 +105,7 @@ pub fn run(paths: &Paths, time_scale: TimeScale) -> Result<RunOutcome, DaemonErr
     let status = announce(paths, time_scale)?;
     remove_stray_temps(paths);
     let mut daemon = boot(paths, time_scale, lock, status, signals)?;
-    crate::cli::output::stderr_text(&format!("daemon: running (pid={})\n", std::process::id()));
+    crate::term::stderr_text(&format!("daemon: running (pid={})\n", std::process::id()));
     let ending = daemon.wait();
     Ok(daemon.finish(ending))
 }
@@ -136,7 +136,7 @@ fn take_lock(paths: &Paths) -> Result<DaemonLock, DaemonError> {
 fn announce(paths: &Paths, time_scale: TimeScale) -> Result<StatusWriter, DaemonError> {
     let started = SystemTime::now();
     let run_id = new_run_id(started);
-    let started_at = status_file::iso(started);
+    let started_at = crate::time::iso_system(started);
     let pid_file = PidFile {
         pid: std::process::id(),
         run_id: run_id.clone(),
@@ -154,7 +154,7 @@ fn announce(paths: &Paths, time_scale: TimeScale) -> Result<StatusWriter, Daemon
     // `cli::main` refused a bad `HYP_LOG` before any command ran.
     let filter = logging::filter_from_env().ok().flatten();
     if let Err(err) = logging::init_daemon(&paths.daemon_log(), &run_id, filter.as_deref()) {
-        crate::cli::output::warning(&format!(
+        crate::term::warning(&format!(
             "cannot open the daemon log {}: {err} (running without it)",
             paths.daemon_log().display()
         ));
@@ -316,7 +316,7 @@ fn boot(
             "central_layer": effective.has_central_layer,
             "poll_thread": daemon.poll.is_some(),
             "boot_action": boot.action,
-            "probation_until": daemon.watchdog.deadline().map(status_file::iso),
+            "probation_until": daemon.watchdog.deadline().map(crate::time::iso_system),
         }),
     );
     Ok(daemon)
@@ -479,7 +479,7 @@ impl Daemon {
         if confirmed {
             self.request_pass(PassReason::Reload);
         }
-        let now = status_file::iso(SystemTime::now());
+        let now = crate::time::iso_system(SystemTime::now());
         self.status
             .update(|status| status.last_reload_at = Some(now));
         self.write_status(DaemonState::Healthy);
@@ -546,7 +546,7 @@ impl Daemon {
 
     fn write_status(&mut self, state: DaemonState) {
         let polling = self.poll.is_some();
-        let until = self.watchdog.deadline().map(status_file::iso);
+        let until = self.watchdog.deadline().map(crate::time::iso_system);
         self.status.update(|status| {
             status.poll_thread = polling;
             status.probation_until = until;
@@ -615,7 +615,7 @@ impl Daemon {
                     );
                 }
                 crate::event!(Info, "daemon.exec", json!({"hyp_reason": reason}));
-                crate::cli::output::stderr_text(&format!("daemon: restarting ({reason})\n"));
+                crate::term::stderr_text(&format!("daemon: restarting ({reason})\n"));
                 let err = exec_self();
                 crate::event!(
                     Error,
@@ -808,6 +808,7 @@ fn last_look_before_exec(ending: Ending, signals: &Receiver<DaemonSignal>) -> En
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::status_file;
 
     /// A daemon wired to test channels instead of real signals and threads.
     fn test_daemon(home: &std::path::Path) -> (Daemon, Sender<DaemonSignal>, Sender<PollEvent>) {

@@ -5,7 +5,7 @@
 //! Keys are snake_case like every other file this binary writes (the
 //! reference writes camelCase; readers here accept either where it matters).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -119,7 +119,7 @@ impl StatusWriter {
     /// fatal: the daemon's work does not depend on its own status file.
     pub fn write(&mut self, state: DaemonState) {
         let now = SystemTime::now();
-        let now_iso = iso(now);
+        let now_iso = crate::time::iso_system(now);
         if state == DaemonState::Healthy && self.healthy_since.is_none() {
             self.healthy_since = Some(now);
             self.status.healthy_at = Some(now_iso.clone());
@@ -151,17 +151,6 @@ pub fn read(paths: &Paths) -> StateRead<Value> {
     statefile::read_value(&paths.status_file())
 }
 
-/// `time` as ISO-8601 UTC with milliseconds.
-pub fn iso(time: SystemTime) -> String {
-    let since_epoch = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    match jiff::Timestamp::from_nanosecond(since_epoch.as_nanos() as i128) {
-        Ok(timestamp) => crate::time::iso_ms(timestamp),
-        Err(_) => crate::time::now_iso(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,11 +176,5 @@ mod tests {
         assert_eq!(value["central_layer"], true);
         assert!(value["healthy_at"].is_string());
         assert!(value["stopped_at"].is_string());
-    }
-
-    #[test]
-    fn iso_has_milliseconds_and_z() {
-        let time = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(iso(time), "2023-11-14T22:13:20.123Z");
     }
 }

@@ -9,6 +9,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::hex::hex;
+
 /// Rows per chunk, as the reference.
 pub const MAX_ROWS: usize = 5000;
 /// Bytes per chunk (lines plus newlines) before it closes, as the reference.
@@ -151,15 +153,6 @@ pub fn batch_id(installation_id: &str, signal: &str, position: &str, body_digest
 /// The lowercase hex SHA-256 of `body` (an intent's digest).
 pub fn body_digest(body: &[u8]) -> String {
     hex(&Sha256::digest(body))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use hyp::control::client::{CentralClient, ConfigResponse};
 use hyp::control::engine::{self, ApplyEngine, StageOutcome};
 use hyp::control::identity::{self, Identity};
 use hyp::control::poll::{PollContext, PollHandle, PollOutcome, PollReport, Poller};
-use hyp::daemon::messages::{PassReason, PassRequest, PollEvent};
+use hyp::messages::{PassReason, PassRequest, PollEvent};
 use hyp::paths::{Paths, Slot, TimeScale};
 use serde_json::{Value, json};
 

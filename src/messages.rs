@@ -1,5 +1,7 @@
-//! The small messages the daemon's threads send each other. Events out are
-//! past tense; requests in say what they ask for.
+//! The small messages the daemon's threads send each other: the poll thread
+//! (`control`), the worker (`actions`) and the exporter and main thread
+//! (`daemon`). They live below all three so none imports another to talk
+//! to it. Events out are past tense; requests in say what they ask for.
 
 use std::time::SystemTime;
 
