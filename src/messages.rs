@@ -56,5 +56,27 @@ pub enum PollEvent {
     /// The watchdog's rollback is done: drain and re-exec.
     RolledBack { reason: String },
     /// A poll ended: the record of polls so far, for `status.json`.
-    Polled(Box<crate::control::poll::PollRecord>),
+    Polled(Box<PollRecord>),
+}
+
+/// The daemon's account of its polls, in `status.json` (`poll`): the last
+/// one, the next, and the last failure with the streak it belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PollRecord {
+    pub last_poll_at: Option<String>,
+    pub last_poll_result: Option<String>,
+    pub next_poll_at: Option<String>,
+    pub last_error: Option<PollError>,
+    /// Polls in a row that central refused or could not be reached.
+    pub failing_polls: u32,
+    /// When that streak began.
+    pub failing_since: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PollError {
+    pub at: String,
+    pub kind: String,
+    pub http_status: Option<u16>,
+    pub message: String,
 }

@@ -29,7 +29,7 @@ use crate::control::client::{
 use crate::control::engine::{self, ApplyEngine, RollbackOutcome, StageOutcome};
 use crate::control::identity::Credential;
 use crate::control::sink::{self, CentralSink, SinkError};
-use crate::messages::{PassReason, PassRequest, PollEvent};
+use crate::messages::{PassReason, PassRequest, PollError, PollEvent, PollRecord};
 use crate::paths::{Paths, TimeScale};
 
 /// The failure ladder, unscaled seconds, by consecutive failures (1, 2, 3, 4+).
@@ -193,28 +193,8 @@ impl PollReport {
     }
 }
 
-/// The daemon's account of its polls, in `status.json` (`poll`): the last
-/// one, the next, and the last failure with the streak it belongs to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PollRecord {
-    pub last_poll_at: Option<String>,
-    pub last_poll_result: Option<String>,
-    pub next_poll_at: Option<String>,
-    pub last_error: Option<PollError>,
-    /// Polls in a row that central refused or could not be reached.
-    pub failing_polls: u32,
-    /// When that streak began.
-    pub failing_since: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PollError {
-    pub at: String,
-    pub kind: String,
-    pub http_status: Option<u16>,
-    pub message: String,
-}
-
+/// How the poll thread keeps its record ([`PollRecord`] is the message it
+/// sends; the folding of a poll's report into it is the poll's own).
 impl PollRecord {
     /// Fold in one poll's report, made at `now`.
     pub fn record(&mut self, report: &PollReport, now: SystemTime) {

@@ -65,7 +65,7 @@ pub struct DaemonStatus {
     pub restart_reason: Option<String>,
     pub warnings: Vec<String>,
     /// The polls of central config so far (null before the first).
-    pub poll: Option<crate::control::poll::PollRecord>,
+    pub poll: Option<crate::messages::PollRecord>,
 }
 
 /// Owns the current `DaemonStatus` and persists it on every change.

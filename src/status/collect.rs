@@ -882,7 +882,7 @@ fn capture(
 
 /// The daemon's record of its polls, from `status.json` (empty when there
 /// is none).
-fn poll_record(paths: &Paths) -> crate::control::poll::PollRecord {
+fn poll_record(paths: &Paths) -> crate::messages::PollRecord {
     crate::daemon::status_file::read(paths)
         .ok()
         .and_then(|status| status.get("poll").cloned())
@@ -896,10 +896,7 @@ fn poll_record(paths: &Paths) -> crate::control::poll::PollRecord {
 const UNREACHABLE_POLLS: u32 = 3;
 const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-fn unreachable_central(
-    polls: &crate::control::poll::PollRecord,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
+fn unreachable_central(polls: &crate::messages::PollRecord, diagnostics: &mut Vec<Diagnostic>) {
     let since = polls
         .failing_since
         .as_deref()

@@ -152,7 +152,7 @@ pub struct RemoteConfig {
     /// `null` while no daemon runs.
     pub next_poll_at: Option<String>,
     /// The last failed poll: `{at, kind, http_status, message}`.
-    pub last_error: Option<crate::control::poll::PollError>,
+    pub last_error: Option<crate::messages::PollError>,
 }
 
 #[derive(Debug, Clone, Serialize)]
