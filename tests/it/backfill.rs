@@ -1,55 +1,14 @@
 //! `hyp backfill`: the real binary on generated and hand-written histories,
 //! checked through the cache with `hyp query sql`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::corpus::{expected_rows, generated_corpus};
 use crate::support::{TestEnv, wait_until};
-
-/// `shared/bench/gen_corpus.py` beside the checkout (`../shared` from the
-/// main checkout, `../../shared` from a worktree under `wt/`).
-pub(crate) fn corpus_generator() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/bench/gen_corpus.py"))
-        .find(|path| path.exists())
-        .expect("shared/bench/gen_corpus.py next to the checkout")
-}
-
-/// Generate a corpus with the shared generator; returns its directory and
-/// manifest, and points the env's Claude and Codex roots at it.
-pub(crate) fn generated_corpus(env: &mut TestEnv, extra: &[&str]) -> (PathBuf, Value) {
-    let generator = corpus_generator();
-    let out = env.root().join("corpus");
-    let status = std::process::Command::new("python3")
-        .arg(&generator)
-        .arg("--out")
-        .arg(&out)
-        .args(extra)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run python3 gen_corpus.py");
-    assert!(status.success(), "gen_corpus.py failed");
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("read manifest"))
-            .expect("manifest is JSON");
-    env.set_var(
-        "CLAUDE_CONFIG_DIR",
-        out.join("claude").display().to_string(),
-    );
-    env.set_var("CODEX_HOME", out.join("codex").display().to_string());
-    (out, manifest)
-}
-
-pub(crate) fn expected_rows(manifest: &Value, provider: &str) -> u64 {
-    manifest["providers"][provider]["expected_rows"]
-        .as_u64()
-        .expect("manifest has expected_rows")
-}
 
 /// `hyp query sql --json` rows.
 pub(crate) fn query(env: &TestEnv, sql: &str) -> Vec<Value> {

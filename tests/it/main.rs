@@ -9,6 +9,7 @@ mod capture;
 mod cli;
 mod config;
 mod control;
+mod corpus;
 mod daemon;
 mod fake_central;
 mod fake_ingest;
