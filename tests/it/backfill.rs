@@ -341,6 +341,49 @@ pub(crate) fn claude_line(session: &str, uuid: &str, timestamp: &str, text: &str
     .to_string()
 }
 
+/// Issue 14.7: the reference walks a Claude project depth-first in readdir
+/// order and recurses where it meets a directory; sorted, `<session>/`
+/// comes before `<session>.jsonl`, so a subagent file's copy of a line wins
+/// the `part_id` (a walk sorted by whole path read the main file first).
+#[test]
+fn a_subagent_file_is_walked_before_its_session_transcript_and_keeps_a_shared_part_id() {
+    let env = TestEnv::new();
+    let main = [
+        claude_line("s1", "u-main", "2026-05-01T00:00:00.000Z", "main only"),
+        claude_line("s1", "u-dup", "2026-05-01T00:00:01.000Z", "main copy"),
+    ];
+    env.write(
+        "home/.claude/projects/p/s1.jsonl",
+        &(main.join("\n") + "\n"),
+    );
+    let subagent = json!({"sessionId": "s1", "uuid": "u-dup", "type": "user", "cwd": "/nowhere/repo",
+                          "isSidechain": true, "agentId": "a1",
+                          "message": {"role": "user", "content": "subagent copy"},
+                          "timestamp": "2026-05-01T00:00:01.000Z"});
+    env.write(
+        "home/.claude/projects/p/s1/subagents/agent-a1.jsonl",
+        &format!("{subagent}\n"),
+    );
+    let run = env
+        .hyp(["backfill", "claude", "--since", "2026-01-01", "--json"])
+        .assert_success();
+    let document = run.stdout_json();
+    let report = provider(&document, "claude");
+    assert_eq!(report["items_seen"], 2);
+    assert_eq!(report["rows_written"], 2);
+    let rows = query(
+        &env,
+        "SELECT part_id, content_text, agent_id FROM ai_gateway_messages ORDER BY part_id",
+    );
+    assert_eq!(
+        rows,
+        [
+            json!({"part_id": "u-dup#0", "content_text": "subagent copy", "agent_id": "a1"}),
+            json!({"part_id": "u-main#0", "content_text": "main only", "agent_id": null}),
+        ]
+    );
+}
+
 #[test]
 fn the_window_is_per_line_and_inclusive() {
     let env = TestEnv::new();
