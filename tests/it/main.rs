@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod corpus;
 mod daemon;
+mod differential;
 mod fake_central;
 mod fake_ingest;
 mod fleet;
