@@ -9,7 +9,7 @@ HAVE_MUSL := $(shell rustup target list --installed 2>/dev/null | grep -qx $(MUS
 .PHONY: build test unit smoke demo bench static lint clean
 
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --bins --examples
 
 # Unit + integration tests, then the hermetic end-to-end flows.
 test: unit smoke
