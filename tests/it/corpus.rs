@@ -1,29 +1,64 @@
 //! Generated histories for the tests: the project's own generator,
-//! `examples/hyp-gen-history`, found beside this test executable, so a
+//! `examples/hyp-gen-history`, built beside this test executable, so a
 //! checkout with nothing beside it tests itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
 use crate::support::TestEnv;
 
-/// `target/<profile>/examples/hyp-gen-history`: this executable is
-/// `target/<profile>/deps/it-<hash>`, and `cargo test --all-targets` builds
-/// the examples of the same profile before running it.
+/// `target/<profile>/examples/hyp-gen-history`, beside this executable
+/// (`target/<profile>/deps/it-<hash>`), built once per test run.
+///
+/// `cargo test --all-targets` compiles the examples as test harnesses,
+/// under hashed names, so the generator itself may be missing or stale:
+/// `cargo build --example` makes it, for the same profile and target
+/// directory (a no-op when it is fresh; cargo does not hold the build lock
+/// while tests run).
 pub(crate) fn generator() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_generator).clone()
+}
+
+fn build_generator() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test executable lives in target/<profile>/deps");
-    let generator = profile_dir.join("examples/hyp-gen-history");
+    let target_dir = profile_dir.parent().expect("target/<profile>");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile name in {}", profile_dir.display()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "hyp-gen-history",
+            "--profile",
+            profile,
+        ])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build --example hyp-gen-history");
     assert!(
-        generator.is_file(),
-        "{} is missing: run the tests with 'cargo test --all-targets' (or 'cargo build --examples' first)",
-        generator.display()
+        output.status.success(),
+        "cargo build --example hyp-gen-history failed: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
+    let generator = profile_dir.join("examples/hyp-gen-history");
+    assert!(generator.is_file(), "{} was not built", generator.display());
     generator
 }
 
