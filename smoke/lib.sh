@@ -9,7 +9,8 @@ set -euo pipefail
 SMOKE_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HYP_BIN=${HYP_BIN:-$SMOKE_TOP/target/release/hyp}
 FAKE_CENTRAL_BIN=${FAKE_CENTRAL_BIN:-$SMOKE_TOP/target/release/examples/hyp-fake-central}
-GEN_CORPUS=${GEN_CORPUS:-$SMOKE_TOP/../shared/bench/gen_corpus.py}
+# The project's own history generator (`make build` builds it with the examples).
+GEN_HISTORY=${GEN_HISTORY:-$SMOKE_TOP/target/release/examples/hyp-gen-history}
 
 SMOKE_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/hyp-smoke.XXXXXX")
 export HOME=$SMOKE_ROOT/home
@@ -72,9 +73,9 @@ wait_gone() {
 }
 
 # make_history PRESET: generate a Claude + Codex history under $SMOKE_ROOT/corpus
-# and point CLAUDE_CONFIG_DIR and CODEX_HOME at it.
+# and link it where Claude Code and Codex keep theirs in $HOME.
 make_history() {
-  python3 "$GEN_CORPUS" --preset "${1:-small}" --out "$SMOKE_ROOT/corpus" >/dev/null
+  "$GEN_HISTORY" --preset "${1:-small}" --out "$SMOKE_ROOT/corpus" >/dev/null
   mkdir -p "$HOME/.claude" "$HOME/.codex"
   ln -s "$SMOKE_ROOT/corpus/claude/projects" "$HOME/.claude/projects"
   ln -s "$SMOKE_ROOT/corpus/codex/sessions" "$HOME/.codex/sessions"

@@ -5,7 +5,7 @@
 source "$(dirname "$0")/../lib.sh"
 
 # Big enough that the import is still running when we look.
-python3 "$GEN_CORPUS" --sessions 400 --lines 200 --providers claude --out "$SMOKE_ROOT/corpus" >/dev/null
+"$GEN_HISTORY" --sessions 400 --lines 200 --providers claude --out "$SMOKE_ROOT/corpus" >/dev/null
 mkdir -p "$HOME/.claude"
 ln -s "$SMOKE_ROOT/corpus/claude/projects" "$HOME/.claude/projects"
 start_central

@@ -46,7 +46,7 @@ pub fn projects_root(home: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Transcripts under `root`, sorted, and the `agent-<id>.meta.json`
+/// Transcripts under `root`, in the reference's order, and the `agent-<id>.meta.json`
 /// sidecars beside them, found in one walk (names only: a sidecar is read
 /// when a transcript is, see [`SideFiles`]).
 pub fn transcripts(root: &Path) -> (Vec<HistoryFile>, Vec<PathBuf>) {

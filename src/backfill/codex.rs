@@ -26,7 +26,7 @@ use super::lines::{LineStats, ReadEnd, ReadPoint, for_each_line_as};
 use super::resume::{Fallback, StoredResume};
 use super::rows::{Exchange, ExpansionState, Item, Message, expand, json_string, non_empty_str};
 use super::usage_policy::UsagePolicy;
-use super::walk::{HistoryFile, walk_files};
+use super::walk::{HistoryFile, walk_files_by_path};
 use super::window::{Window, WindowFootprint, WindowLines, iso_from_ms, parse_date_ms};
 use super::{FellBack, ParsedFile};
 
@@ -38,9 +38,9 @@ pub fn sessions_root(home: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Rollout files under `root`, sorted.
+/// Rollout files under `root`, sorted by whole path as the reference does.
 pub fn rollouts(root: &Path) -> Vec<HistoryFile> {
-    walk_files(root, &|name| {
+    walk_files_by_path(root, &|name| {
         name.starts_with("rollout-") && (name.ends_with(".jsonl") || name.ends_with(".json"))
     })
 }

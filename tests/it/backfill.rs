@@ -1,55 +1,14 @@
 //! `hyp backfill`: the real binary on generated and hand-written histories,
 //! checked through the cache with `hyp query sql`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::corpus::{expected_rows, generated_corpus};
 use crate::support::{TestEnv, wait_until};
-
-/// `shared/bench/gen_corpus.py` beside the checkout (`../shared` from the
-/// main checkout, `../../shared` from a worktree under `wt/`).
-pub(crate) fn corpus_generator() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/bench/gen_corpus.py"))
-        .find(|path| path.exists())
-        .expect("shared/bench/gen_corpus.py next to the checkout")
-}
-
-/// Generate a corpus with the shared generator; returns its directory and
-/// manifest, and points the env's Claude and Codex roots at it.
-pub(crate) fn generated_corpus(env: &mut TestEnv, extra: &[&str]) -> (PathBuf, Value) {
-    let generator = corpus_generator();
-    let out = env.root().join("corpus");
-    let status = std::process::Command::new("python3")
-        .arg(&generator)
-        .arg("--out")
-        .arg(&out)
-        .args(extra)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run python3 gen_corpus.py");
-    assert!(status.success(), "gen_corpus.py failed");
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("read manifest"))
-            .expect("manifest is JSON");
-    env.set_var(
-        "CLAUDE_CONFIG_DIR",
-        out.join("claude").display().to_string(),
-    );
-    env.set_var("CODEX_HOME", out.join("codex").display().to_string());
-    (out, manifest)
-}
-
-pub(crate) fn expected_rows(manifest: &Value, provider: &str) -> u64 {
-    manifest["providers"][provider]["expected_rows"]
-        .as_u64()
-        .expect("manifest has expected_rows")
-}
 
 /// `hyp query sql --json` rows.
 pub(crate) fn query(env: &TestEnv, sql: &str) -> Vec<Value> {
@@ -382,6 +341,49 @@ pub(crate) fn claude_line(session: &str, uuid: &str, timestamp: &str, text: &str
     json!({"sessionId": session, "uuid": uuid, "type": "user", "cwd": "/nowhere/repo",
            "message": {"role": "user", "content": text}, "timestamp": timestamp})
     .to_string()
+}
+
+/// Issue 14.7: the reference walks a Claude project depth-first in readdir
+/// order and recurses where it meets a directory; sorted, `<session>/`
+/// comes before `<session>.jsonl`, so a subagent file's copy of a line wins
+/// the `part_id` (a walk sorted by whole path read the main file first).
+#[test]
+fn a_subagent_file_is_walked_before_its_session_transcript_and_keeps_a_shared_part_id() {
+    let env = TestEnv::new();
+    let main = [
+        claude_line("s1", "u-main", "2026-05-01T00:00:00.000Z", "main only"),
+        claude_line("s1", "u-dup", "2026-05-01T00:00:01.000Z", "main copy"),
+    ];
+    env.write(
+        "home/.claude/projects/p/s1.jsonl",
+        &(main.join("\n") + "\n"),
+    );
+    let subagent = json!({"sessionId": "s1", "uuid": "u-dup", "type": "user", "cwd": "/nowhere/repo",
+                          "isSidechain": true, "agentId": "a1",
+                          "message": {"role": "user", "content": "subagent copy"},
+                          "timestamp": "2026-05-01T00:00:01.000Z"});
+    env.write(
+        "home/.claude/projects/p/s1/subagents/agent-a1.jsonl",
+        &format!("{subagent}\n"),
+    );
+    let run = env
+        .hyp(["backfill", "claude", "--since", "2026-01-01", "--json"])
+        .assert_success();
+    let document = run.stdout_json();
+    let report = provider(&document, "claude");
+    assert_eq!(report["items_seen"], 2);
+    assert_eq!(report["rows_written"], 2);
+    let rows = query(
+        &env,
+        "SELECT part_id, content_text, agent_id FROM ai_gateway_messages ORDER BY part_id",
+    );
+    assert_eq!(
+        rows,
+        [
+            json!({"part_id": "u-dup#0", "content_text": "subagent copy", "agent_id": "a1"}),
+            json!({"part_id": "u-main#0", "content_text": "main only", "agent_id": null}),
+        ]
+    );
 }
 
 #[test]

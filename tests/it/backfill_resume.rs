@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::backfill::{claude_line, corpus_generator, count, provider, query};
+use crate::backfill::{claude_line, count, provider, query};
 use crate::support::{Run, TestEnv, wait_until};
 
 /// The mtime of history as first written, and after it grew.
@@ -205,14 +205,7 @@ fn files_under(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// a history root (`claude/projects/...`, `codex/sessions/...`).
 fn generated_files(scratch: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let generated = scratch.join("generated");
-    let status = std::process::Command::new("python3")
-        .arg(corpus_generator())
-        .args(["--preset", "small", "--out"])
-        .arg(&generated)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run python3 gen_corpus.py");
-    assert!(status.success(), "gen_corpus.py failed");
+    crate::corpus::generate(&generated, &["--preset", "small"]);
     let mut files = Vec::new();
     for tree in ["claude", "codex"] {
         for (relative, bytes) in files_under(&generated.join(tree)) {
@@ -226,12 +219,7 @@ fn generated_files(scratch: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// files of `shared/differential-data`.
 fn split_corpus(scratch: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = generated_files(scratch);
-    let real = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/differential-data"))
-        .find(|dir| dir.is_dir());
-    match real {
+    match crate::corpus::differential_data() {
         Some(real) => {
             for tree in ["claude", "codex"] {
                 for (relative, bytes) in files_under(&real.join(tree)) {
@@ -693,7 +681,7 @@ fn an_older_cache_without_resume_columns_reads_whole_then_continues() {
 #[test]
 fn an_interrupted_sweep_loses_nothing_and_doubles_nothing() {
     let mut env = TestEnv::new();
-    let (corpus, manifest) = crate::backfill::generated_corpus(
+    let (corpus, manifest) = crate::corpus::generated_corpus(
         &mut env,
         &[
             "--sessions",
@@ -746,7 +734,7 @@ fn an_interrupted_sweep_loses_nothing_and_doubles_nothing() {
         String::from_utf8_lossy(&output.stderr)
     );
     env.hyp(["backfill", "claude", "--json"]).assert_success();
-    let expected = crate::backfill::expected_rows(&manifest, "claude");
+    let expected = crate::corpus::expected_rows(&manifest, "claude");
     assert_eq!(
         count(&env, "SELECT count(*) AS n FROM ai_gateway_messages") as u64,
         expected

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The development fake central, `examples/hyp-fake-central`.
@@ -12,22 +13,55 @@ pub fn fake_central_bin() -> PathBuf {
     example_bin("hyp-fake-central")
 }
 
-/// A cargo example's binary. Cargo builds examples beside the test binaries
-/// (`target/<profile>/examples/`, one level above this test's `deps/`) for
-/// `cargo test` and `cargo test --all-targets`, but not for `cargo test
-/// --test it` alone, and gives integration tests no `CARGO_BIN_EXE_` for one.
+/// A cargo example's binary, `target/<profile>/examples/<name>` beside this
+/// test executable (`target/<profile>/deps/it-<hash>`), built once per test
+/// run. Integration tests get no `CARGO_BIN_EXE_` for an example, and
+/// `cargo test --all-targets` compiles examples as test harnesses under
+/// hashed names, so the binary may be missing or stale: `cargo build
+/// --example` makes it for the same profile and target directory (a no-op
+/// when it is fresh; cargo does not hold the build lock while tests run).
 pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(bin) = built.get(name) {
+        return bin.clone();
+    }
+    let bin = build_example(name);
+    built.insert(name.to_string(), bin.clone());
+    bin
+}
+
+fn build_example(name: &str) -> PathBuf {
     let test_exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = test_exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("examples").join(name);
+    let target_dir = profile_dir.parent().expect("target/<profile>");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev",
+        Some(profile) => profile,
+        None => panic!("no profile name in {}", profile_dir.display()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let output = Command::new(cargo)
+        .args(["build", "--quiet", "--example", name, "--profile", profile])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("run cargo build --example {name}: {err}"));
     assert!(
-        bin.is_file(),
-        "{} is not built: run 'cargo test' or 'cargo test --all-targets' (they build examples), or 'cargo build --example {name}' before 'cargo test --test it'",
-        bin.display()
+        output.status.success(),
+        "cargo build --example {name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
+    let bin = profile_dir.join("examples").join(name);
+    assert!(bin.is_file(), "{} was not built", bin.display());
     bin
 }
 
