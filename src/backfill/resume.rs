@@ -33,6 +33,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use super::lines::ReadPoint;
+pub use crate::cache::writer::StoredResume;
 
 /// Test and debug knob: set to `1`, every file that could be continued is
 /// read whole instead (and still leaves a state for the next run).
@@ -46,17 +47,6 @@ pub fn disabled_by_env() -> bool {
     std::env::var(NO_RESUME_ENV).is_ok_and(|value| value == "1")
 }
 
-/// What `imported_files` keeps to continue one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResume {
-    /// Just past the last consumed line.
-    pub offset: u64,
-    /// Fingerprint of the bytes before `offset` (see `lines::fingerprint`).
-    pub fingerprint: String,
-    /// The [`Envelope`] as JSON.
-    pub state: String,
-}
-
 /// The JSON document in `imported_files.resume_state`.
 #[derive(Serialize, Deserialize)]
 struct Envelope<S> {
@@ -66,6 +56,8 @@ struct Envelope<S> {
     state: S,
 }
 
+/// How backfill fills the cache's record of a file's resume point (the
+/// record is the cache's; what its `state` holds is backfill's).
 impl StoredResume {
     /// Store `state` of `provider` as continuing at `point`.
     pub fn new<S: Serialize>(provider: &str, point: &ReadPoint, state: &S) -> StoredResume {

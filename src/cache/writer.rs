@@ -30,7 +30,6 @@ use super::CacheError;
 use super::schema::{
     LEDGER_QUERY, MessageRow, add_missing_columns, create_statements, insert_statement,
 };
-use crate::backfill::resume::StoredResume;
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -45,6 +44,18 @@ const ROWS_PER_TRANSACTION: usize = 50_000;
 /// and 64 KiB pages mean fewer page splits, WAL frames and checksums per row.
 /// An existing cache keeps the page size it was created with.
 const PAGE_SIZE: i64 = 65_536;
+
+/// What `imported_files` keeps to continue one file: the cache's record of
+/// it; backfill fills it (`backfill::resume`) and decides what `state` means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResume {
+    /// Just past the last consumed line.
+    pub offset: u64,
+    /// Fingerprint of the bytes before `offset` (`backfill::lines::fingerprint`).
+    pub fingerprint: String,
+    /// Backfill's resume envelope as JSON.
+    pub state: String,
+}
 
 /// One history file a run imported completely, and the window it used.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -130,6 +130,6 @@ fn every_real_transcript_imports_without_an_error_or_a_skipped_valid_line() {
 
 /// A line on the real stderr: the test harness captures `eprintln!`, and
 /// whether this test ran on real files must show in a plain `cargo test`.
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -125,7 +125,17 @@ impl TestEnv {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hyp"));
+        self.command_of(Path::new(env!("CARGO_BIN_EXE_hyp")), args)
+    }
+
+    /// A `Command` for another build of hyp (an older one, to compare
+    /// against) with exactly this environment.
+    pub fn command_of<I, S>(&self, binary: &Path, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = Command::new(binary);
         command
             .args(args)
             .env_clear()
