@@ -15,6 +15,7 @@ mod fake_ingest;
 mod fleet;
 mod forward;
 mod forward_answers;
+mod fresh_cache;
 mod heal;
 mod history;
 mod join;
