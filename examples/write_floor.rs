@@ -32,12 +32,12 @@ fn row_from_sql(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
     let required = |index: usize| text(index).map(Option::unwrap_or_default);
     let required_shared = |index: usize| required(index).map(Arc::<str>::from);
     Ok(MessageRow {
-        gateway_id: required(0)?,
+        gateway_id: required(0)?.into(),
         schema_version: row.get(1)?,
         session_id: required_shared(2)?,
         conversation_id: shared(3)?,
         user_id: text(4)?,
-        provider: required(5)?,
+        provider: required(5)?.into(),
         model: shared(6)?,
         system_text: text(7)?,
         tools: text(8)?,
@@ -69,7 +69,7 @@ fn row_from_sql(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         role: required(34)?,
         part_id: required(35)?,
         part_index: row.get(36)?,
-        part_type: required(37)?,
+        part_type: required(37)?.into(),
         provider_type: text(38)?,
         provider_subtype: text(39)?,
         content_text: text(40)?,

@@ -7,6 +7,7 @@
 //! UTC text with milliseconds (they sort lexically), booleans 0/1, and
 //! `part_id` is unique so re-imports are no-ops.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rusqlite::types::ToSql;
@@ -101,15 +102,16 @@ const INTEGER_COLUMNS: [&str; 6] = [
 /// One `ai_gateway_messages` row. JSON columns are already compact JSON
 /// text, timestamps already ISO-8601 UTC with milliseconds. Columns shared
 /// by every row of a conversation are `Arc<str>`, so a row costs no copy of
-/// them.
+/// them; columns that take one of a few fixed values are `Cow<'static, str>`,
+/// so a row costs no allocation for them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MessageRow {
-    pub gateway_id: String,
+    pub gateway_id: Cow<'static, str>,
     pub schema_version: i64,
     pub session_id: Arc<str>,
     pub conversation_id: Option<Arc<str>>,
     pub user_id: Option<String>,
-    pub provider: String,
+    pub provider: Cow<'static, str>,
     pub model: Option<Arc<str>>,
     pub system_text: Option<String>,
     pub tools: Option<String>,
@@ -141,7 +143,7 @@ pub struct MessageRow {
     pub role: String,
     pub part_id: String,
     pub part_index: i64,
-    pub part_type: String,
+    pub part_type: Cow<'static, str>,
     pub provider_type: Option<String>,
     pub provider_subtype: Option<String>,
     pub content_text: Option<String>,
