@@ -391,7 +391,12 @@ fn finish(
     let Some(mut cache) = cache else {
         return outcome;
     };
+    let finish_started = std::time::Instant::now();
     let finished = cache.finish();
+    phases.finish_wall_ns.store(
+        finish_started.elapsed().as_nanos() as u64,
+        Ordering::Relaxed,
+    );
     phases
         .finish_ns
         .store(thread_cpu_ns().saturating_sub(writing), Ordering::Relaxed);

@@ -88,6 +88,9 @@ pub struct PhaseCpu {
     pub finish_ns: AtomicU64,
     /// The checkpointer thread (WAL path only).
     pub checkpoint_ns: AtomicU64,
+    /// Wall time of the writer's end (the index sort may run on helper
+    /// threads whose CPU `finish_ns` does not see).
+    pub finish_wall_ns: AtomicU64,
 }
 
 impl PhaseCpu {
@@ -106,6 +109,7 @@ impl PhaseCpu {
             "write_cpu_s": seconds(&self.write_ns),
             "finish_cpu_s": seconds(&self.finish_ns),
             "checkpoint_cpu_s": seconds(&self.checkpoint_ns),
+            "finish_wall_s": seconds(&self.finish_wall_ns),
         });
         let _ = writeln!(std::io::stderr().lock(), "hyp-phases {line}");
     }

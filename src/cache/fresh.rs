@@ -24,6 +24,9 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, bounded};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -47,6 +50,52 @@ pub struct FreshBuild {
     temp: PathBuf,
     target: PathBuf,
     published: bool,
+    flusher: Option<Flusher>,
+}
+
+/// A thread that writes the temporary file's committed pages to disk
+/// behind the writer (`fdatasync` after each commit), so the fsync that
+/// must precede the rename finds little left to write instead of the whole
+/// database at once. Durability does not depend on it: the final fsync is
+/// still made.
+#[derive(Debug)]
+struct Flusher {
+    wake: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// `None` when the file or the thread cannot be had: the final fsync
+    /// then does all the work.
+    fn spawn(path: &Path) -> Option<Flusher> {
+        let file = File::open(path).ok()?;
+        let (wake, woken) = bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("cache-flush".into())
+            .spawn(move || {
+                for () in woken {
+                    let _ = file.sync_data();
+                }
+            })
+            .ok()?;
+        Some(Flusher {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    fn wake(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+
+    fn stop(&mut self) {
+        self.wake = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl FreshBuild {
@@ -76,11 +125,14 @@ impl FreshBuild {
             temp,
             target: target.to_path_buf(),
             published: false,
+            flusher: None,
         };
         let conn = build.open().map_err(|source| CacheError::Open {
             path: build.temp.clone(),
             source,
         })?;
+        let mut build = build;
+        build.flusher = Flusher::spawn(&build.temp);
         Ok(Some((build, conn)))
     }
 
@@ -99,6 +151,13 @@ impl FreshBuild {
         Ok(conn)
     }
 
+    /// A transaction was committed: start writing it to disk.
+    pub fn committed(&self) {
+        if let Some(flusher) = &self.flusher {
+            flusher.wake();
+        }
+    }
+
     /// The temporary file (for tests and diagnostics).
     pub fn temp(&self) -> &Path {
         &self.temp
@@ -108,6 +167,9 @@ impl FreshBuild {
     /// durable and move it into place with a new generation. Consumes the
     /// connection: the file is complete only once it is closed.
     pub fn publish(mut self, conn: Connection) -> Result<(), CacheError> {
+        if let Some(mut flusher) = self.flusher.take() {
+            flusher.stop();
+        }
         // An index build sorts in memory up to the page cache's size, on
         // top of the cache itself: a smaller cache for the sort keeps the
         // peak near the import's (the sort spills to a temporary file).
@@ -143,6 +205,9 @@ impl FreshBuild {
 
 impl Drop for FreshBuild {
     fn drop(&mut self) {
+        if let Some(mut flusher) = self.flusher.take() {
+            flusher.stop();
+        }
         if !self.published {
             remove_with_companions(&self.temp);
         }

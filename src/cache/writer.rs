@@ -500,8 +500,9 @@ impl CacheWriter {
         if !self.conn.is_autocommit() {
             let committed = self.conn.execute_batch("COMMIT");
             self.failed(committed.map_err(CacheError::from))?;
-            if self.fresh.is_some() {
+            if let Some(build) = &self.fresh {
                 self.unpublished_rows += self.new_in_transaction;
+                build.committed();
             } else {
                 self.committed_rows += self.new_in_transaction;
             }
