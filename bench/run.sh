@@ -182,6 +182,7 @@ mb=$(python3 -c "import json; print(json.load(open('$new_corpus/manifest.json'))
 backfill_run "200 new sessions (WAL)" claude
 [ "$rows" = "$new_expected" ] || echo "bench: 200 new sessions wrote $rows rows, their manifest expects $new_expected" >&2
 summary+=("200 new sessions into the large cache: ${wall} s, ${cpu} s CPU (target <= 1.0 s) $(verdict "$wall" 1.0)")
+unset HYP_BENCH_PHASES
 echo "cache size: $(du -h "$HYP_HOME/hypaware/cache/cache.db" | cut -f1)"
 
 # A capture sweep over the unchanged large corpus, as the daemon runs it:
