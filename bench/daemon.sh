@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 hyp=$here/target/release/hyp
 central_bin=$here/target/release/examples/hyp-fake-central
 # The daemon runs the shipped static binary when `make static` built one.
-static=$(ls "$here"/target/*-linux-*/release/hyp 2>/dev/null | head -n 1)
+static=$( (ls "$here"/target/*-linux-*/release/hyp 2>/dev/null || true) | head -n 1)
 size_label="static binary"
 [ -n "$static" ] || { static=$hyp; size_label="release binary (run 'make static' for the static one)"; }
 work=$(mktemp -d /tmp/hyp-bench-daemon.XXXXXX)

@@ -5,8 +5,14 @@
 //! (same pragmas, page size, transaction size, checkpointer and final
 //! checkpoint), in the same file-sized groups, and times only that.
 //!
-//! Usage: `write_floor <source cache.db> <provider> <scratch dir>`; prints
-//! `rows seconds`.
+//! With a fourth argument `fresh`, the target is written the way a first
+//! import builds a cache that does not exist yet ([`CacheWriter::open_for_import`]:
+//! a temporary file with no journal, secondary indexes at the end, switched
+//! to WAL and moved into place); `wal` (the default) is the path of every
+//! later import.
+//!
+//! Usage: `write_floor <source cache.db> <provider> <scratch dir> [wal|fresh]`;
+//! prints `rows seconds`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,12 +32,12 @@ fn row_from_sql(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
     let required = |index: usize| text(index).map(Option::unwrap_or_default);
     let required_shared = |index: usize| required(index).map(Arc::<str>::from);
     Ok(MessageRow {
-        gateway_id: required(0)?,
+        gateway_id: required(0)?.into(),
         schema_version: row.get(1)?,
         session_id: required_shared(2)?,
         conversation_id: shared(3)?,
         user_id: text(4)?,
-        provider: required(5)?,
+        provider: required(5)?.into(),
         model: shared(6)?,
         system_text: text(7)?,
         tools: text(8)?,
@@ -63,7 +69,7 @@ fn row_from_sql(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         role: required(34)?,
         part_id: required(35)?,
         part_index: row.get(36)?,
-        part_type: required(37)?,
+        part_type: required(37)?.into(),
         provider_type: text(38)?,
         provider_subtype: text(39)?,
         content_text: text(40)?,
@@ -96,33 +102,47 @@ fn load(source: &Path, provider_column: &str) -> rusqlite::Result<Vec<MessageRow
     rows.collect()
 }
 
-fn run(source: &Path, provider: &str, scratch: &Path) -> Result<(usize, f64), String> {
+fn run(source: &Path, provider: &str, scratch: &Path, fresh: bool) -> Result<(usize, f64), String> {
     let rows = load(source, provider).map_err(|err| format!("reading {source:?}: {err}"))?;
-    let target = scratch.join("write-floor.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
-    }
+    let dir = scratch.join("write-floor");
+    let _ = std::fs::remove_dir_all(&dir);
+    let target = dir.join("cache.db");
     let started = Instant::now();
-    let mut writer = CacheWriter::open(&target).map_err(|err| err.to_string())?;
+    let opened = if fresh {
+        CacheWriter::open_for_import(&target)
+    } else {
+        CacheWriter::open(&target)
+    };
+    let mut writer = opened.map_err(|err| err.to_string())?;
     for group in rows.chunks(GROUP) {
         writer.insert(group).map_err(|err| err.to_string())?;
         writer.commit_if_large().map_err(|err| err.to_string())?;
     }
     writer.finish().map_err(|err| err.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
-    }
+    drop(writer);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok((rows.len(), seconds))
 }
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [source, provider, scratch] = args.as_slice() else {
-        eprintln!("usage: write_floor <source cache.db> <provider> <scratch dir>");
-        return std::process::ExitCode::from(2);
+    let (source, provider, scratch, mode) = match args.as_slice() {
+        [source, provider, scratch] => (source, provider, scratch, "wal"),
+        [source, provider, scratch, mode] if mode == "wal" || mode == "fresh" => {
+            (source, provider, scratch, mode.as_str())
+        }
+        _ => {
+            eprintln!("usage: write_floor <source cache.db> <provider> <scratch dir> [wal|fresh]");
+            return std::process::ExitCode::from(2);
+        }
     };
-    match run(Path::new(source), provider, Path::new(scratch)) {
+    match run(
+        Path::new(source),
+        provider,
+        Path::new(scratch),
+        mode == "fresh",
+    ) {
         Ok((rows, seconds)) => {
             println!("{rows} {seconds:.3}");
             std::process::ExitCode::SUCCESS

@@ -25,7 +25,7 @@ use super::claude_line::ClaudeLine;
 use super::git::GitLookup;
 use super::lines::{ReadPoint, for_each_line_as};
 use super::resume::{Fallback, StoredResume};
-use super::rows::{Exchange, ExpansionState, Item, Message, expand, non_empty_str};
+use super::rows::{Exchange, ExpansionState, FrameWriter, Item, Message, expand, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
 use super::window::{Window, WindowFootprint, WindowLines, iso_from_ms, timestamp_ms};
@@ -582,20 +582,15 @@ fn message_from_entry(ctx: &ClaudeContext, entry: Entry, stamp_usage: bool) -> M
             }
         }
     }
-    let mut raw_frame = Map::new();
-    let mut frame = |key: &str, value: &Option<String>| {
-        if let Some(value) = value {
-            raw_frame.insert(key.into(), json!(value));
-        }
-    };
-    frame("uuid", &entry.uuid);
-    frame("parent_uuid", &entry.parent_uuid);
-    frame("logical_parent_uuid", &entry.logical_parent_uuid);
-    frame("type", &entry.provider_type);
-    frame("subtype", &entry.provider_subtype);
-    frame("message_id", &entry.api_message_id);
+    let mut raw_frame = FrameWriter::default();
+    raw_frame.field("uuid", entry.uuid.as_deref());
+    raw_frame.field("parent_uuid", entry.parent_uuid.as_deref());
+    raw_frame.field("logical_parent_uuid", entry.logical_parent_uuid.as_deref());
+    raw_frame.field("type", entry.provider_type.as_deref());
+    raw_frame.field("subtype", entry.provider_subtype.as_deref());
+    raw_frame.field("message_id", entry.api_message_id.as_deref());
     let created_at = entry.ts_ms.map(iso_from_ms);
-    frame("timestamp", &created_at);
+    raw_frame.field("timestamp", created_at.as_deref());
     Message {
         role: entry.role.unwrap_or_default(),
         content: entry.content,
@@ -619,7 +614,7 @@ fn message_from_entry(ctx: &ClaudeContext, entry: Entry, stamp_usage: bool) -> M
         is_compact_summary: entry.is_compact_summary,
         compact_metadata: entry.compact_metadata,
         message_created_at: created_at,
-        raw_frame: (!raw_frame.is_empty()).then_some(raw_frame),
+        raw_frame: raw_frame.finish(),
         attributes,
     }
 }

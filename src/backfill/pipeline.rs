@@ -31,7 +31,7 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, bounded};
 
 use super::claude::{self, ClaudeContext};
 use super::codex::{self, CodexContext};
-use super::progress::Progress;
+use super::progress::{PhaseCpu, Progress};
 use super::resume::{Fallback, StoredResume};
 use super::walk::HistoryFile;
 use super::window::Window;
@@ -39,6 +39,7 @@ use super::{FellBack, ParsedFile};
 use crate::cache::CacheError;
 use crate::cache::schema::MessageRow;
 use crate::cache::writer::{CacheWriter, ImportedFile};
+use crate::time::thread_cpu_ns;
 
 /// How much lower (in nice steps) the parse workers run than the writer.
 const PARSE_NICE: libc::c_int = 5;
@@ -153,6 +154,8 @@ pub struct PipelineOutcome {
     pub error: Option<String>,
     /// Where a damaged cache was moved before this run started a new one.
     pub cache_set_aside: Option<PathBuf>,
+    /// The run built a new cache in a temporary file ([`crate::cache::fresh`]).
+    pub fresh_cache: bool,
 }
 
 /// One file's rows, grouped by item.
@@ -197,21 +200,43 @@ fn lower_own_priority(steps: libc::c_int) {
 
 /// Run the job to completion or until `stop` is set.
 pub fn run(job: PipelineJob<'_>) -> PipelineOutcome {
-    tune_allocator();
-    let workers = std::thread::available_parallelism()
+    let started = std::time::Instant::now();
+    let phases = PhaseCpu::default();
+    let outcome = run_threads(&job, &phases);
+    let path = match (&job.cache_db, outcome.fresh_cache) {
+        (None, _) => "dry-run",
+        (Some(_), true) => "fresh",
+        (Some(_), false) => "wal",
+    };
+    phases.report(
+        job.provider,
+        path,
+        worker_count(),
+        started.elapsed().as_secs_f64(),
+    );
+    outcome
+}
+
+/// Parse workers: one per core, at most 4.
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
         .map(|count| count.get())
         .unwrap_or(2)
-        .clamp(1, 4);
+        .clamp(1, 4)
+}
+
+fn run_threads(job: &PipelineJob<'_>, phases: &PhaseCpu) -> PipelineOutcome {
+    tune_allocator();
+    let workers = worker_count();
     let (task_tx, task_rx) = bounded::<usize>(workers);
     let (rows_tx, rows_rx) = bounded::<FileRows>(workers * 2);
     let (permit_tx, permit_rx) = bounded::<()>(IN_FLIGHT_FILES);
     let (spent_tx, spent_rx) = bounded::<FileRows>(IN_FLIGHT_FILES);
-    let job = &job;
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("backfill-writer".into())
             .spawn_scoped(scope, move || {
-                write_in_order(job, rows_rx, permit_rx, spent_tx)
+                write_in_order(job, rows_rx, permit_rx, spent_tx, phases)
             });
         let writer = match writer {
             Ok(handle) => handle,
@@ -228,7 +253,12 @@ pub fn run(job: PipelineJob<'_>) -> PipelineOutcome {
             let spent_rx = spent_rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("backfill-parse-{worker_index}"))
-                .spawn_scoped(scope, move || parse_files(job, task_rx, rows_tx, spent_rx));
+                .spawn_scoped(scope, move || {
+                    parse_files(job, task_rx, rows_tx, spent_rx);
+                    phases
+                        .parse_ns
+                        .fetch_add(thread_cpu_ns(), Ordering::Relaxed);
+                });
             if spawned.is_err() && worker_index == 0 {
                 break;
             }
@@ -302,13 +332,15 @@ fn write_in_order(
     rows: crossbeam_channel::Receiver<FileRows>,
     permits: crossbeam_channel::Receiver<()>,
     spent: crossbeam_channel::Sender<FileRows>,
+    phases: &PhaseCpu,
 ) -> PipelineOutcome {
     let mut outcome = PipelineOutcome::default();
     let mut cache = match &job.cache_db {
         None => None,
-        Some(path) => match CacheWriter::open(path) {
+        Some(path) => match CacheWriter::open_for_import(path) {
             Ok(writer) => {
                 outcome.cache_set_aside = writer.set_aside().map(Path::to_path_buf);
+                outcome.fresh_cache = writer.is_fresh();
                 Some(writer)
             }
             Err(err) => {
@@ -324,7 +356,7 @@ fn write_in_order(
         while let Some(file) = pending.remove(&next_index) {
             if let Err(err) = commit_file(job, cache.as_mut(), &file, &mut outcome) {
                 outcome.error = Some(err.to_string());
-                let outcome = finish(cache, outcome);
+                let outcome = finish(cache, outcome, phases);
                 return match &job.cache_db {
                     Some(path) if err.is_damage() => set_aside_after_damage(path, outcome),
                     _ => outcome,
@@ -346,16 +378,33 @@ fn write_in_order(
             Err(RecvTimeoutError::Disconnected) => disconnected = true,
         }
     }
-    finish(cache, outcome)
+    finish(cache, outcome, phases)
 }
 
 /// Commit what is left and report only rows that are committed: a
 /// transaction that failed (a full disk) wrote nothing.
-fn finish(cache: Option<CacheWriter>, mut outcome: PipelineOutcome) -> PipelineOutcome {
+fn finish(
+    cache: Option<CacheWriter>,
+    mut outcome: PipelineOutcome,
+    phases: &PhaseCpu,
+) -> PipelineOutcome {
+    let writing = thread_cpu_ns();
+    phases.write_ns.store(writing, Ordering::Relaxed);
     let Some(mut cache) = cache else {
         return outcome;
     };
+    let finish_started = std::time::Instant::now();
     let finished = cache.finish();
+    phases.finish_wall_ns.store(
+        finish_started.elapsed().as_nanos() as u64,
+        Ordering::Relaxed,
+    );
+    phases
+        .finish_ns
+        .store(thread_cpu_ns().saturating_sub(writing), Ordering::Relaxed);
+    phases
+        .checkpoint_ns
+        .store(cache.checkpoint_cpu_ns(), Ordering::Relaxed);
     outcome.rows_written = cache.committed_rows();
     if let Err(err) = finished
         && outcome.error.is_none()

@@ -103,3 +103,44 @@ pub fn draw_until(progress: &Progress, provider: &str, files_total: usize, done:
     }
     let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
 }
+
+/// Where one provider's CPU went, per stage, for `make bench`: printed on
+/// stderr as one `hyp-phases {json}` line when `HYP_BENCH_PHASES=1`, and
+/// nowhere else (the `--json` document keeps its fields).
+#[derive(Debug, Default)]
+pub struct PhaseCpu {
+    /// All parse workers together.
+    pub parse_ns: AtomicU64,
+    /// The writer thread up to its last commit.
+    pub write_ns: AtomicU64,
+    /// The writer's end: index build and move into place (fresh cache) or
+    /// the final checkpoint (WAL).
+    pub finish_ns: AtomicU64,
+    /// The checkpointer thread (WAL path only).
+    pub checkpoint_ns: AtomicU64,
+    /// Wall time of the writer's end (the index sort may run on helper
+    /// threads whose CPU `finish_ns` does not see).
+    pub finish_wall_ns: AtomicU64,
+}
+
+impl PhaseCpu {
+    /// The `hyp-phases` line when `HYP_BENCH_PHASES=1` asks for it.
+    pub fn report(&self, provider: &str, path: &str, workers: usize, wall_s: f64) {
+        if std::env::var_os("HYP_BENCH_PHASES").is_none_or(|value| value != "1") {
+            return;
+        }
+        let seconds = |value: &AtomicU64| value.load(Ordering::Relaxed) as f64 / 1e9;
+        let line = serde_json::json!({
+            "provider": provider,
+            "path": path,
+            "workers": workers,
+            "wall_s": wall_s,
+            "parse_cpu_s": seconds(&self.parse_ns),
+            "write_cpu_s": seconds(&self.write_ns),
+            "finish_cpu_s": seconds(&self.finish_ns),
+            "checkpoint_cpu_s": seconds(&self.checkpoint_ns),
+            "finish_wall_s": seconds(&self.finish_wall_ns),
+        });
+        let _ = writeln!(std::io::stderr().lock(), "hyp-phases {line}");
+    }
+}

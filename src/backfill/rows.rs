@@ -73,8 +73,42 @@ pub struct Message {
     pub compact_metadata: Option<Value>,
     /// ISO-8601 ms.
     pub message_created_at: Option<String>,
-    pub raw_frame: Option<Map<String, Value>>,
+    /// The `raw_frame` column, already compact JSON text (see
+    /// [`FrameWriter`]).
+    pub raw_frame: Option<String>,
     pub attributes: Map<String, Value>,
+}
+
+/// A JSON object of string fields written straight into its compact text,
+/// byte for byte what building a `Map` and serialising it gives (keys in
+/// insertion order, the same string escaping, no spaces), without the map:
+/// its keys, values and index are allocated and freed once per message.
+/// Keys must be distinct.
+#[derive(Debug, Default)]
+pub struct FrameWriter {
+    out: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// Add `key: value` when there is a value.
+    pub fn field(&mut self, key: &str, value: Option<&str>) {
+        let Some(value) = value else {
+            return;
+        };
+        self.out.push(if self.out.is_empty() { b'{' } else { b',' });
+        let _ = serde_json::to_writer(&mut self.out, key);
+        self.out.push(b':');
+        let _ = serde_json::to_writer(&mut self.out, value);
+    }
+
+    /// The object's text; `None` when it has no field.
+    pub fn finish(mut self) -> Option<String> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.out.push(b'}');
+        String::from_utf8(self.out).ok()
+    }
 }
 
 /// One conversation found in one file: what a provider yields.
@@ -496,7 +530,7 @@ fn row_for_block(
         role: message.role.clone(),
         part_id: part_id(ctx.message_id, part_index),
         part_index: part_index as i64,
-        part_type: part_type.to_string(),
+        part_type,
         provider_type: message.provider_type.clone(),
         provider_subtype: message
             .provider_subtype
@@ -534,7 +568,7 @@ fn row_for_block(
         compact_metadata: message.compact_metadata.as_ref().and_then(json_text),
         status: status(block, block_type.as_deref()),
         attributes,
-        raw_frame: message.raw_frame.as_ref().map(json_string),
+        raw_frame: message.raw_frame.clone(),
         date,
     }
 }
@@ -577,8 +611,8 @@ pub fn normalize_content(content: &Value) -> Cow<'_, [Value]> {
     }
 }
 
-fn part_type(block_type: Option<&str>) -> &str {
-    match block_type {
+fn part_type(block_type: Option<&str>) -> std::borrow::Cow<'static, str> {
+    let known = match block_type {
         Some("text") | None => "text",
         Some("thinking" | "redacted_thinking") => "reasoning",
         Some("tool_use" | "server_tool_use") => "tool_call",
@@ -586,8 +620,9 @@ fn part_type(block_type: Option<&str>) -> &str {
         Some("image") => "image",
         Some("document" | "file") => "file",
         Some("error") => "error",
-        Some(other) => other,
-    }
+        Some(other) => return other.to_string().into(),
+    };
+    known.into()
 }
 
 fn content_text(block: &Value) -> Option<String> {
@@ -815,6 +850,26 @@ fn match_data_uri(bytes: &[u8], type_start: usize) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_writes_exactly_what_a_serialised_map_gives() {
+        let fields = [
+            ("uuid", Some("a\"b\\c\u{1}\n\u{e9}\u{1f600}</")),
+            ("parent_uuid", None),
+            ("type", Some("")),
+            ("timestamp", Some("2026-01-01T00:00:00.000Z")),
+        ];
+        let mut frame = FrameWriter::default();
+        let mut map = Map::new();
+        for (key, value) in fields {
+            frame.field(key, value);
+            if let Some(value) = value {
+                map.insert(key.into(), Value::String(value.into()));
+            }
+        }
+        assert_eq!(frame.finish(), Some(json_string(&map)));
+        assert_eq!(FrameWriter::default().finish(), None);
+    }
 
     #[test]
     fn base64_payloads_are_stripped() {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
+pub mod fresh;
 pub mod health;
 pub mod query;
 pub mod repair;
@@ -31,7 +32,7 @@ pub fn read_generation(db: &Path) -> Option<String> {
 }
 
 /// Replace the generation with a new, unpredictable id.
-fn write_new_generation(db: &Path) -> std::io::Result<()> {
+pub(crate) fn write_new_generation(db: &Path) -> std::io::Result<()> {
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();

@@ -7,6 +7,7 @@
 //! UTC text with milliseconds (they sort lexically), booleans 0/1, and
 //! `part_id` is unique so re-imports are no-ops.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rusqlite::types::ToSql;
@@ -101,15 +102,16 @@ const INTEGER_COLUMNS: [&str; 6] = [
 /// One `ai_gateway_messages` row. JSON columns are already compact JSON
 /// text, timestamps already ISO-8601 UTC with milliseconds. Columns shared
 /// by every row of a conversation are `Arc<str>`, so a row costs no copy of
-/// them.
+/// them; columns that take one of a few fixed values are `Cow<'static, str>`,
+/// so a row costs no allocation for them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MessageRow {
-    pub gateway_id: String,
+    pub gateway_id: Cow<'static, str>,
     pub schema_version: i64,
     pub session_id: Arc<str>,
     pub conversation_id: Option<Arc<str>>,
     pub user_id: Option<String>,
-    pub provider: String,
+    pub provider: Cow<'static, str>,
     pub model: Option<Arc<str>>,
     pub system_text: Option<String>,
     pub tools: Option<String>,
@@ -141,7 +143,7 @@ pub struct MessageRow {
     pub role: String,
     pub part_id: String,
     pub part_index: i64,
-    pub part_type: String,
+    pub part_type: Cow<'static, str>,
     pub provider_type: Option<String>,
     pub provider_subtype: Option<String>,
     pub content_text: Option<String>,
@@ -226,8 +228,32 @@ impl MessageRow {
     }
 }
 
+/// The secondary indexes of `ai_gateway_messages`. A first import into a
+/// new cache builds them after its rows ([`super::fresh`]); every other
+/// writer creates them with the table.
+pub const SECONDARY_INDEXES: &str = "CREATE INDEX IF NOT EXISTS ai_gateway_messages_session_id ON ai_gateway_messages(session_id);\n\
+     CREATE INDEX IF NOT EXISTS ai_gateway_messages_date ON ai_gateway_messages(date);\n";
+
+/// The unique index on `part_id` of a cache built by a first import
+/// ([`super::fresh`]), created after its rows (which the writer kept
+/// unique itself); every other cache has `UNIQUE(part_id)` in its table.
+/// Either way `INSERT OR IGNORE` ignores a known `part_id`.
+pub const FRESH_UNIQUE_INDEX: &str = "CREATE UNIQUE INDEX IF NOT EXISTS ai_gateway_messages_part_id ON ai_gateway_messages(part_id);\n";
+
 /// `CREATE TABLE IF NOT EXISTS` for both tables plus their indexes.
 pub fn create_statements() -> String {
+    format!("{}{SECONDARY_INDEXES}", table_statements(true))
+}
+
+/// Both tables for a first import's temporary file: no index on
+/// `ai_gateway_messages` at all (see [`FRESH_UNIQUE_INDEX`]).
+pub fn fresh_table_statements() -> String {
+    table_statements(false)
+}
+
+/// Both tables, with `UNIQUE(part_id)` in the message table when
+/// `unique_part_id`, and the ledger's covering index.
+fn table_statements(unique_part_id: bool) -> String {
     let columns: Vec<String> = COLUMNS
         .iter()
         .map(|name| {
@@ -245,12 +271,15 @@ pub fn create_statements() -> String {
         })
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS ai_gateway_messages (\n{},\n  UNIQUE(part_id)\n);\n\
-         CREATE INDEX IF NOT EXISTS ai_gateway_messages_session_id ON ai_gateway_messages(session_id);\n\
-         CREATE INDEX IF NOT EXISTS ai_gateway_messages_date ON ai_gateway_messages(date);\n\
+        "CREATE TABLE IF NOT EXISTS ai_gateway_messages (\n{}{}\n);\n\
          CREATE TABLE IF NOT EXISTS imported_files (\n  path TEXT PRIMARY KEY,\n  provider TEXT NOT NULL,\n  size INTEGER NOT NULL,\n  mtime_ns INTEGER NOT NULL,\n  since_ms INTEGER,\n  until_ms INTEGER,\n  imported_at TEXT NOT NULL{}\n);\n\
          CREATE INDEX IF NOT EXISTS imported_files_ledger ON imported_files(path, provider, size, mtime_ns, since_ms, until_ms);\n",
         columns.join(",\n"),
+        if unique_part_id {
+            ",\n  UNIQUE(part_id)"
+        } else {
+            ""
+        },
         RESUME_COLUMNS
             .iter()
             .map(|(name, kind)| format!(",\n  {name} {kind}"))

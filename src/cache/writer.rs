@@ -27,9 +27,12 @@ use crossbeam_channel::{Sender, bounded};
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::CacheError;
+use super::fresh::FreshBuild;
 use super::schema::{
-    LEDGER_QUERY, MessageRow, add_missing_columns, create_statements, insert_statement,
+    LEDGER_QUERY, MessageRow, add_missing_columns, create_statements, fresh_table_statements,
+    insert_statement,
 };
+use crate::time::thread_cpu_ns;
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,7 +46,7 @@ const ROWS_PER_TRANSACTION: usize = 50_000;
 /// The page size of a new cache: rows are long (about 1.3 KiB on average),
 /// and 64 KiB pages mean fewer page splits, WAL frames and checksums per row.
 /// An existing cache keeps the page size it was created with.
-const PAGE_SIZE: i64 = 65_536;
+pub(super) const PAGE_SIZE: i64 = 65_536;
 
 /// What `imported_files` keeps to continue one file: the cache's record of
 /// it; backfill fills it (`backfill::resume`) and decides what `state` means.
@@ -107,6 +110,76 @@ pub struct CacheWriter {
     committed_rows: u64,
     checkpointer: Option<Checkpointer>,
     set_aside: Option<PathBuf>,
+    /// A first import into a temporary file ([`super::fresh`]): its rows
+    /// count as written only once [`CacheWriter::finish`] moved it into
+    /// place.
+    fresh: Option<FreshBuild>,
+    /// Rows committed to the temporary file of a fresh build.
+    unpublished_rows: u64,
+    /// A fresh build whose statement failed: with no journal nothing can be
+    /// rolled back, so the file is thrown away instead of published.
+    poisoned: bool,
+    /// CPU the checkpointer thread used, once it has stopped.
+    checkpoint_cpu_ns: u64,
+    /// The `part_id`s a fresh build holds (its table has no unique index
+    /// until the end, or until there are too many to remember).
+    part_ids: PartIds,
+    /// The table has a unique index on `part_id`: conflict-ignore suffices.
+    unique_indexed: bool,
+    /// [`PART_IDS_IN_MEMORY`] (smaller in tests).
+    part_ids_limit: usize,
+}
+
+/// A fresh build remembers at most this many `part_id`s (about 16 MiB of
+/// map); past it, it builds the unique index there and then and lets
+/// `INSERT OR IGNORE` do the rest, so memory stays bounded whatever the
+/// history's size.
+const PART_IDS_IN_MEMORY: usize = 1 << 20;
+
+/// The `part_id`s already in a fresh build, so that a repeated one is
+/// ignored exactly as `INSERT OR IGNORE` on `UNIQUE(part_id)` would: a
+/// 64-bit hash of each maps to the rowid of the row that holds it, and a
+/// hash seen before is settled by reading that row's `part_id` back (a
+/// different id with the same hash is kept apart in `collided`). About 16
+/// bytes per row instead of a B-tree insert of a random key per row, and
+/// the unique index is then built once, sorted, at the end.
+#[derive(Debug, Default)]
+struct PartIds {
+    first: HashMap<u64, i64>,
+    collided: HashMap<u64, Vec<i64>>,
+}
+
+impl PartIds {
+    fn hash(part_id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        part_id.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The rowids whose rows may hold a `part_id` of this hash.
+    fn candidates(&self, hash: u64) -> impl Iterator<Item = i64> + '_ {
+        self.first
+            .get(&hash)
+            .into_iter()
+            .chain(self.collided.get(&hash).into_iter().flatten())
+            .copied()
+    }
+
+    fn len(&self) -> usize {
+        self.first.len()
+    }
+
+    fn remember(&mut self, hash: u64, rowid: i64) {
+        match self.first.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(rowid);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.entry(hash).or_default().push(rowid);
+            }
+        }
+    }
 }
 
 /// The thread that checkpoints behind the writer: woken after each commit,
@@ -114,7 +187,9 @@ pub struct CacheWriter {
 /// cannot copy is left for the next one or for [`CacheWriter::finish`]).
 struct Checkpointer {
     wake: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Returns the CPU the thread used (nanoseconds).
+    thread: Option<JoinHandle<u64>>,
+    cpu_ns: u64,
 }
 
 impl Checkpointer {
@@ -130,22 +205,24 @@ impl Checkpointer {
                     &path,
                     OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 ) else {
-                    return;
+                    return thread_cpu_ns();
                 };
                 if conn
                     .execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;")
                     .is_err()
                 {
-                    return;
+                    return thread_cpu_ns();
                 }
                 for () in woken {
                     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 }
+                thread_cpu_ns()
             })
             .ok()?;
         Some(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
+            cpu_ns: 0,
         })
     }
 
@@ -161,7 +238,7 @@ impl Checkpointer {
     fn stop(&mut self) {
         self.wake = None;
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            self.cpu_ns += thread.join().unwrap_or(0);
         }
     }
 }
@@ -190,6 +267,47 @@ impl CacheWriter {
         let mut writer = CacheWriter::open_once(path)?;
         writer.set_aside = aside;
         Ok(writer)
+    }
+
+    /// Open the cache for an import: when there is none yet, build a new
+    /// one in a temporary file that [`CacheWriter::finish`] moves into
+    /// place ([`super::fresh`]); else [`CacheWriter::open`].
+    pub fn open_for_import(path: &Path) -> Result<CacheWriter, CacheError> {
+        let Some((build, conn)) = FreshBuild::begin(path)? else {
+            return CacheWriter::open(path);
+        };
+        let open_err = |source| CacheError::Open {
+            path: build.temp().to_path_buf(),
+            source,
+        };
+        conn.execute_batch(&format!("BEGIN;\n{}COMMIT;", fresh_table_statements()))
+            .map_err(open_err)?;
+        Ok(CacheWriter {
+            conn,
+            rows_in_transaction: 0,
+            new_in_transaction: 0,
+            committed_rows: 0,
+            checkpointer: None,
+            set_aside: None,
+            fresh: Some(build),
+            unpublished_rows: 0,
+            poisoned: false,
+            checkpoint_cpu_ns: 0,
+            part_ids: PartIds::default(),
+            unique_indexed: false,
+            part_ids_limit: PART_IDS_IN_MEMORY,
+        })
+    }
+
+    /// CPU the checkpointer thread used (known once [`CacheWriter::finish`]
+    /// stopped it).
+    pub fn checkpoint_cpu_ns(&self) -> u64 {
+        self.checkpoint_cpu_ns
+    }
+
+    /// Whether this writer builds a new cache in a temporary file.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.is_some()
     }
 
     /// Where a damaged cache found by [`CacheWriter::open`] was moved.
@@ -260,12 +378,28 @@ impl CacheWriter {
             committed_rows: 0,
             checkpointer: Checkpointer::spawn(path),
             set_aside: None,
+            fresh: None,
+            unpublished_rows: 0,
+            poisoned: false,
+            checkpoint_cpu_ns: 0,
+            part_ids: PartIds::default(),
+            unique_indexed: true,
+            part_ids_limit: PART_IDS_IN_MEMORY,
         })
+    }
+
+    /// Note a failed statement: a fresh build cannot roll it back.
+    fn failed<T>(&mut self, result: Result<T, CacheError>) -> Result<T, CacheError> {
+        if result.is_err() && self.fresh.is_some() {
+            self.poisoned = true;
+        }
+        result
     }
 
     fn begin_if_needed(&mut self) -> Result<(), CacheError> {
         if self.conn.is_autocommit() {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let begun = self.conn.execute_batch("BEGIN IMMEDIATE");
+            self.failed(begun.map_err(CacheError::from))?;
             self.rows_in_transaction = 0;
             self.new_in_transaction = 0;
         }
@@ -279,13 +413,56 @@ impl CacheWriter {
             return Ok(0);
         }
         self.begin_if_needed()?;
+        let inserted = if self.unique_indexed {
+            self.insert_rows(rows)
+        } else {
+            self.insert_new_rows(rows)
+        };
+        let inserted = self.failed(inserted)?;
+        self.rows_in_transaction += rows.len();
+        self.new_in_transaction += inserted;
+        Ok(inserted)
+    }
+
+    /// A fresh build's insert: skip a `part_id` it already holds.
+    fn insert_new_rows(&mut self, rows: &[MessageRow]) -> Result<u64, CacheError> {
+        let mut statement = self.conn.prepare_cached(&insert_statement())?;
+        let mut read_back = self
+            .conn
+            .prepare_cached("SELECT part_id FROM ai_gateway_messages WHERE rowid = ?1")?;
+        let mut inserted = 0;
+        for row in rows {
+            let hash = PartIds::hash(&row.part_id);
+            let mut known = false;
+            for rowid in self.part_ids.candidates(hash) {
+                let stored: String = read_back.query_row([rowid], |found| found.get(0))?;
+                if stored == row.part_id {
+                    known = true;
+                    break;
+                }
+            }
+            if known {
+                continue;
+            }
+            statement.execute(row.values().as_slice())?;
+            self.part_ids.remember(hash, self.conn.last_insert_rowid());
+            inserted += 1;
+        }
+        drop((statement, read_back));
+        if self.part_ids.len() >= self.part_ids_limit {
+            self.conn.execute_batch(super::schema::FRESH_UNIQUE_INDEX)?;
+            self.part_ids = PartIds::default();
+            self.unique_indexed = true;
+        }
+        Ok(inserted)
+    }
+
+    fn insert_rows(&self, rows: &[MessageRow]) -> Result<u64, CacheError> {
         let mut statement = self.conn.prepare_cached(&insert_statement())?;
         let mut inserted = 0;
         for row in rows {
             inserted += statement.execute(row.values().as_slice())? as u64;
         }
-        self.rows_in_transaction += rows.len();
-        self.new_in_transaction += inserted;
         Ok(inserted)
     }
 
@@ -297,6 +474,11 @@ impl CacheWriter {
     /// Record that `file` is fully imported (in the current transaction).
     pub fn mark_imported(&mut self, file: &ImportedFile) -> Result<(), CacheError> {
         self.begin_if_needed()?;
+        let marked = self.mark(file);
+        self.failed(marked)
+    }
+
+    fn mark(&self, file: &ImportedFile) -> Result<(), CacheError> {
         let mut statement = self.conn.prepare_cached(
             "INSERT OR REPLACE INTO imported_files (path, provider, size, mtime_ns, since_ms, until_ms, imported_at, resume_offset, resume_fingerprint, resume_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
@@ -327,8 +509,14 @@ impl CacheWriter {
     /// Commit whatever is pending.
     pub fn commit(&mut self) -> Result<(), CacheError> {
         if !self.conn.is_autocommit() {
-            self.conn.execute_batch("COMMIT")?;
-            self.committed_rows += self.new_in_transaction;
+            let committed = self.conn.execute_batch("COMMIT");
+            self.failed(committed.map_err(CacheError::from))?;
+            if let Some(build) = &self.fresh {
+                self.unpublished_rows += self.new_in_transaction;
+                build.committed();
+            } else {
+                self.committed_rows += self.new_in_transaction;
+            }
             if let Some(checkpointer) = &self.checkpointer {
                 checkpointer.wake();
             }
@@ -341,13 +529,37 @@ impl CacheWriter {
     /// Commit, then copy the write-ahead log into the database once (the
     /// run disables automatic checkpoints, which would stall the writer with
     /// an fsync every few MiB). A busy reader only postpones the copy.
+    ///
+    /// A fresh build instead gets its secondary indexes, is switched to WAL
+    /// and moved into place; only then do its rows count as committed. One
+    /// that failed is thrown away (its rows were never reported).
     pub fn finish(&mut self) -> Result<(), CacheError> {
+        if let Some(build) = self.fresh.take() {
+            return self.publish(build);
+        }
         self.commit()?;
         if let Some(mut checkpointer) = self.checkpointer.take() {
             checkpointer.stop();
+            self.checkpoint_cpu_ns += checkpointer.cpu_ns;
         }
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+impl CacheWriter {
+    fn publish(&mut self, build: FreshBuild) -> Result<(), CacheError> {
+        if self.poisoned {
+            return Ok(());
+        }
+        if let Err(err) = self.commit() {
+            drop(build);
+            return Err(err);
+        }
+        let conn = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
+        build.publish(conn)?;
+        self.committed_rows += std::mem::take(&mut self.unpublished_rows);
         Ok(())
     }
 }
@@ -356,7 +568,7 @@ impl CacheWriter {
 /// umask, often 0644): the cache holds a person's conversations, and SQLite
 /// gives its `-wal` and `-shm` the database file's mode. An existing file
 /// is left as it is. Returns whether this call created it.
-fn create_private_file(path: &Path) -> std::io::Result<bool> {
+pub(super) fn create_private_file(path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let created = std::fs::OpenOptions::new()
         .write(true)
@@ -591,6 +803,93 @@ mod tests {
             content_text: Some("x".repeat(4000)),
             ..MessageRow::default()
         }
+    }
+
+    #[test]
+    fn a_fresh_build_ignores_repeated_part_ids_and_counts_rows_once_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/cache.db");
+        let mut writer = CacheWriter::open_for_import(&path).unwrap();
+        assert!(writer.is_fresh());
+        writer.part_ids_limit = 3;
+        let ids = |ids: &[&str]| ids.iter().map(|id| row(id)).collect::<Vec<_>>();
+        assert_eq!(writer.insert(&ids(&["a#0", "b#0", "a#0"])).unwrap(), 2);
+        writer.commit().unwrap();
+        assert_eq!(
+            writer.committed_rows(),
+            0,
+            "nothing counts before it is in place"
+        );
+        assert!(!path.exists());
+        // Past the limit the unique index is built at once...
+        assert_eq!(
+            writer.insert(&ids(&["c#0", "b#0", "d#0", "c#0"])).unwrap(),
+            2
+        );
+        assert!(writer.unique_indexed && writer.part_ids.len() == 0);
+        // ... and conflict-ignore takes over.
+        assert_eq!(writer.insert(&ids(&["a#0", "e#0"])).unwrap(), 1);
+        writer.finish().unwrap();
+        assert_eq!(writer.committed_rows(), 5);
+        assert!(super::super::read_generation(&path).is_some());
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let (rows, distinct): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), count(DISTINCT part_id) FROM ai_gateway_messages",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, distinct), (5, 5));
+        let rowids: Vec<i64> = conn
+            .prepare("SELECT rowid FROM ai_gateway_messages ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rowids, [1, 2, 3, 4, 5], "dense, in commit order");
+        drop(conn);
+        let mut later = CacheWriter::open_for_import(&path).unwrap();
+        assert!(!later.is_fresh(), "a cache in place is written through WAL");
+        assert_eq!(later.insert(&ids(&["e#0", "f#0"])).unwrap(), 1);
+        later.finish().unwrap();
+    }
+
+    #[test]
+    fn a_hash_shared_by_two_part_ids_keeps_both_rowids() {
+        let mut ids = PartIds::default();
+        ids.remember(7, 1);
+        ids.remember(7, 2);
+        ids.remember(9, 3);
+        assert_eq!(ids.candidates(7).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(ids.candidates(9).collect::<Vec<_>>(), [3]);
+        assert_eq!(ids.candidates(8).count(), 0);
+    }
+
+    #[test]
+    fn a_fresh_build_that_fails_is_thrown_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/cache.db");
+        let mut writer = CacheWriter::open_for_import(&path).unwrap();
+        writer.insert(&[row("a#0")]).unwrap();
+        writer.commit().unwrap();
+        let temp = writer.fresh.as_ref().unwrap().temp().to_path_buf();
+        writer
+            .conn
+            .execute_batch("DROP TABLE ai_gateway_messages")
+            .unwrap();
+        assert!(writer.insert(&[row("b#0")]).is_err());
+        writer.finish().unwrap();
+        assert_eq!(writer.committed_rows(), 0);
+        assert!(
+            !path.exists() && !temp.exists(),
+            "nothing published, nothing left"
+        );
     }
 
     #[test]

@@ -666,10 +666,20 @@ pub(crate) fn interrupted_run(env: &TestEnv, signal: i32) -> std::process::Outpu
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn hyp backfill");
-    let db = env.state_root().join("cache/cache.db");
-    wait_until(Duration::from_secs(60), "the cache to exist", || {
-        db.exists()
-    });
+    // A first import builds in `cache.db.importing.<pid>` until it is done.
+    let dir = env.state_root().join("cache");
+    wait_until(
+        Duration::from_secs(60),
+        "the cache or its build to exist",
+        || {
+            std::fs::read_dir(&dir).is_ok_and(|entries| {
+                entries.flatten().any(|entry| {
+                    let name = entry.file_name();
+                    name == "cache.db" || name.to_string_lossy().starts_with("cache.db.importing.")
+                })
+            })
+        },
+    );
     let pid = child.id() as i32;
     // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
     unsafe {

@@ -19,6 +19,7 @@ mod fake_ingest;
 mod fleet;
 mod forward;
 mod forward_answers;
+mod fresh_cache;
 mod heal;
 mod history;
 mod house;
