@@ -227,30 +227,71 @@ fn temp_path(target: &Path, pid: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Remove every first-import temporary file beside `target`. Called only
-/// under the import lock, which every builder holds until its file is
-/// renamed or removed: whatever is left is a dead builder's.
-fn remove_leftovers(target: &Path) {
+/// A first import's temporary file beside the cache, as status sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBuild {
+    pub pid: u32,
+    pub bytes: u64,
+    /// Its builder still runs; else it is a killed builder's leftover, which
+    /// the next `hyp backfill` removes.
+    pub running: bool,
+}
+
+/// Every first-import temporary file beside `target`, read without writing
+/// or locking anything (status).
+pub fn pending_builds(target: &Path) -> Vec<PendingBuild> {
+    let mut found: Vec<PendingBuild> = temp_files(target)
+        .into_iter()
+        .map(|(pid, path)| PendingBuild {
+            pid,
+            bytes: std::fs::metadata(&path).map_or(0, |meta| meta.len()),
+            running: process_alive(pid),
+        })
+        .collect();
+    found.sort_by_key(|build| build.pid);
+    found
+}
+
+/// Whether a process of `pid` exists (signal 0 delivers nothing).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) };
+    sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// `(pid, path)` of each `cache.db.importing.<pid>` beside `target`.
+fn temp_files(target: &Path) -> Vec<(u32, PathBuf)> {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
+        return Vec::new();
     };
     let mut prefix = name.to_os_string();
     prefix.push(TEMP_INFIX);
     let prefix = prefix.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
-        if let Some(rest) = file_name.strip_prefix(&prefix)
-            && rest.bytes().all(|byte| byte.is_ascii_digit())
-            && !rest.is_empty()
-        {
-            remove_with_companions(&entry.path());
-        }
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let file_name = entry.file_name();
+            let rest = file_name.to_str()?.strip_prefix(&prefix)?;
+            let pid = rest.parse::<u32>().ok()?;
+            rest.bytes()
+                .all(|byte| byte.is_ascii_digit())
+                .then(|| (pid, entry.path()))
+        })
+        .collect()
+}
+
+/// Remove every first-import temporary file beside `target`. Called only
+/// under the import lock, which every builder holds until its file is
+/// renamed or removed: whatever is left is a dead builder's.
+fn remove_leftovers(target: &Path) {
+    for (_, path) in temp_files(target) {
+        remove_with_companions(&path);
     }
 }
 

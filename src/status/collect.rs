@@ -518,6 +518,14 @@ fn cache_summary(
         retention_days,
         retention_source,
         error,
+        first_imports: crate::cache::fresh::pending_builds(&paths.cache_db())
+            .into_iter()
+            .map(|build| super::report::FirstImport {
+                pid: build.pid,
+                bytes: build.bytes,
+                running: build.running,
+            })
+            .collect(),
     }
 }
 

@@ -206,6 +206,21 @@ fn cache(out: &mut String, report: &StatusReport) {
     if let Some(error) = &cache.error {
         let _ = writeln!(out, "  cache error:     {}", error_text(error));
     }
+    for build in &cache.first_imports {
+        let size = units::bytes(build.bytes);
+        let line = if build.running {
+            format!(
+                "running (pid {}, {size} written so far; the rows appear when it is complete)",
+                build.pid
+            )
+        } else {
+            format!(
+                "left by an interrupted import (pid {}, {size}); the next 'hyp backfill' removes it",
+                build.pid
+            )
+        };
+        let _ = writeln!(out, "  first import:    {line}");
+    }
 }
 
 fn layers(out: &mut String, report: &StatusReport) {

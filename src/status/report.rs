@@ -124,6 +124,17 @@ pub struct CacheSummary {
     pub retention_source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// First imports being built beside the cache (`cache.db.importing.<pid>`):
+    /// running, or a killed builder's leftover the next backfill removes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_imports: Vec<FirstImport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstImport {
+    pub pid: u32,
+    pub bytes: u64,
+    pub running: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -50,16 +50,6 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Size of the largest temporary file, 0 when there is none.
-fn temp_size(dir: &Path) -> u64 {
-    temp_files(dir)
-        .iter()
-        .filter_map(|path| std::fs::metadata(path).ok())
-        .map(|meta| meta.len())
-        .max()
-        .unwrap_or(0)
-}
-
 fn spawn_backfill(env: &TestEnv) -> Child {
     env.command(["backfill", "claude", "--json"])
         .stdout(Stdio::piped())
@@ -75,15 +65,17 @@ fn signal(child: &Child, signal: i32) {
     }
 }
 
-/// Wait until the child is building and its temporary file has reached
-/// `bytes` (or the child is gone: a fast machine may finish first).
+/// Wait until the child is building and its own temporary file (not a
+/// killed run's leftover) has reached `bytes` (or the child is gone: a fast
+/// machine may finish first).
 fn wait_for_build(env: &TestEnv, child: &mut Child, bytes: u64) {
     let dir = cache_dir(env);
+    let own = dir.join(format!("cache.db.importing.{}", child.id()));
     wait_until(
         Duration::from_secs(120),
         "the first import's temporary file to grow",
         || {
-            temp_size(&dir) >= bytes.max(1)
+            std::fs::metadata(&own).is_ok_and(|meta| meta.len() >= bytes.max(1))
                 || child.try_wait().ok().flatten().is_some()
                 || dir.join("cache.db").exists()
         },
@@ -132,9 +124,18 @@ fn a_first_import_killed_anywhere_leaves_no_cache_or_a_whole_one() {
             !temp_files(&dir).is_empty(),
             "killed at {bytes} B: the dead import's file is left over"
         );
-        // Readers see no cache, not an error about one.
+        // Readers see no cache, not an error about one, and status names
+        // the dead import's file as a leftover.
         let status = env.hyp(["status", "--json"]);
         assert_eq!(status.code(), 0, "status: {}", status.stderr());
+        let pid = child.id();
+        let builds = status.stdout_json()["cache"]["first_imports"].clone();
+        assert!(
+            builds.as_array().is_some_and(|builds| builds
+                .iter()
+                .any(|build| build["pid"] == pid && build["running"] == false)),
+            "killed at {bytes} B: {builds}"
+        );
     }
     let run = env.hyp(["backfill", "claude", "--json"]).assert_success();
     assert_eq!(
@@ -239,7 +240,9 @@ fn readers_during_a_first_import_see_no_cache_yet() {
     // SIGSTOP holds the import still, so the readers look mid-build.
     signal(&child, libc::SIGSTOP);
     let building = !dir.join("cache.db").exists();
+    let child_pid = child.id();
     let status = env.hyp(["status", "--json"]);
+    let text = env.hyp(["status"]).stdout();
     let query = env.hyp([
         "query",
         "sql",
@@ -255,6 +258,13 @@ fn readers_during_a_first_import_see_no_cache_yet() {
             Some(0),
             "{}",
             status.stdout()
+        );
+        let builds = &status.stdout_json()["cache"]["first_imports"];
+        assert_eq!(builds[0]["pid"], child_pid, "{builds}");
+        assert_eq!(builds[0]["running"], true, "{builds}");
+        assert!(
+            text.contains(&format!("first import:    running (pid {child_pid},")),
+            "{text}"
         );
         assert!(
             query.stderr().contains("no cache"),

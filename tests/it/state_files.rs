@@ -300,7 +300,10 @@ impl Fleet {
                 .filter_map(|diagnostic| diagnostic["kind"].as_str().map(str::to_string))
                 .filter(|kind| !matches!(kind.as_str(), "daemon_not_running" | "identity_missing"))
                 .collect();
-            assert!(kinds.is_empty(), "an undamaged home: {report:#}");
+            assert!(
+                kinds.is_empty(),
+                "an undamaged home names {kinds:?}: {report:#}"
+            );
         }
         Fleet {
             central,
