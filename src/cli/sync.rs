@@ -118,7 +118,12 @@ pub fn run(args: SyncArgs) -> Result<Code, CliError> {
         let release = attended && !args.yes;
         let report = match hold_or_release(&paths, &sink, release)? {
             Some(held) => held,
-            None => export_one(&paths, &sink, options, &interrupt),
+            None => {
+                let started = std::time::Instant::now();
+                let mut report = export_one(&paths, &sink, options, &interrupt);
+                report.elapsed = Some(started.elapsed());
+                report
+            }
         };
         reports.push(report);
     }
@@ -311,6 +316,9 @@ fn report_line(report: &InstanceReport) -> String {
             units::counted(report.rows_quarantined, "row", "rows")
         ));
     }
+    if let Some(elapsed) = report.elapsed {
+        line.push_str(&format!(" in {}", units::elapsed(elapsed)));
+    }
     line.push_str(&format!("; {} pending", units::count(report.pending_rows)));
     if let Some(error) = &report.error {
         line.push_str(&format!(
@@ -351,5 +359,28 @@ fn finish(
         Ok(Code::Ok)
     } else {
         Ok(Code::Failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_line_says_what_was_sent_and_how_long_it_took() {
+        let mut report = InstanceReport::unsent("central", SyncStatus::Exported, 0);
+        report.rows_sent = 12_345;
+        report.chunks = 3;
+        report.bytes_sent = 3 * 1024 * 1024;
+        report.elapsed = Some(std::time::Duration::from_millis(1_400));
+        assert_eq!(
+            report_line(&report),
+            "central: exported (12,345 rows in 3 chunks, 3.0 MiB) in 1.4 s; 0 pending"
+        );
+        report.elapsed = None;
+        assert_eq!(
+            report_line(&report),
+            "central: exported (12,345 rows in 3 chunks, 3.0 MiB); 0 pending"
+        );
     }
 }

@@ -150,6 +150,7 @@ fn report(
         pending_rows,
         error: failure.map(|failure| failure.message.clone()),
         interrupted: failure.is_some_and(|failure| failure.kind == FailureKind::Interrupted),
+        elapsed: None,
     }
 }
 

@@ -174,6 +174,9 @@ pub struct InstanceReport {
     /// Stopped by SIGINT/SIGTERM (for the exit code only).
     #[serde(skip)]
     pub interrupted: bool,
+    /// How long the export took, for the text line (`None`: nothing ran).
+    #[serde(skip)]
+    pub elapsed: Option<std::time::Duration>,
 }
 
 impl InstanceReport {
@@ -190,6 +193,7 @@ impl InstanceReport {
             pending_rows,
             error: None,
             interrupted: false,
+            elapsed: None,
         }
     }
 
