@@ -38,7 +38,8 @@ pub enum Reached {
     NotRunning,
 }
 
-/// SIGHUP a running daemon, else restart an installed unit, else nothing.
+/// SIGHUP a running daemon, else restart the installed unit (the user's,
+/// else the system's), else nothing.
 /// The unit is restarted only when it serves this `HYP_HOME`.
 pub fn reach_running_daemon(paths: &Paths) -> Reached {
     if let Some(pid) = running_pid(paths)
@@ -46,7 +47,10 @@ pub fn reach_running_daemon(paths: &Paths) -> Reached {
     {
         return Reached::Signalled { pid };
     }
-    if service::serves(paths) && service::systemctl(&["restart", service::UNIT_NAME]).is_ok() {
+    if let Some(scope) = service::installed_scope()
+        && service::serves(paths)
+        && service::systemctl_in(scope, &["restart", service::UNIT_NAME]).is_ok()
+    {
         return Reached::ServiceRestarted;
     }
     Reached::NotRunning

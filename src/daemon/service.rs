@@ -156,12 +156,9 @@ pub fn unit_dir() -> Result<PathBuf, ServiceError> {
     Ok(config_home.join("systemd").join("user"))
 }
 
-pub fn unit_path() -> Result<PathBuf, ServiceError> {
-    Ok(unit_dir()?.join(UNIT_NAME))
-}
-
+/// Whether a unit is installed, the user's or the system's.
 pub fn is_installed() -> bool {
-    unit_path().is_ok_and(|path| path.is_file())
+    installed_scope().is_some()
 }
 
 /// The unit `hyp daemon start`, `stop` and `restart` drive: the user unit
@@ -180,9 +177,9 @@ pub fn installed_scope() -> Option<UnitScope> {
 /// Whether the installed unit runs the daemon for `paths`' `HYP_HOME` (a
 /// unit without a `HYP_HOME` line is taken to serve any).
 pub fn serves(paths: &Paths) -> bool {
-    let Some(content) = unit_path()
-        .ok()
-        .and_then(|path| fs::read_to_string(path).ok())
+    let Some(content) = installed_scope()
+        .and_then(|scope| scope.unit_dir().ok())
+        .and_then(|dir| fs::read_to_string(dir.join(UNIT_NAME)).ok())
     else {
         return false;
     };

@@ -299,6 +299,13 @@ fn system_install_and_uninstall_drive_the_system_manager() {
     assert!(content.contains("\nUser=root\n"), "{content}");
     let user_unit = env.home().join(".config/systemd/user/hypaware.service");
     assert!(!user_unit.exists(), "--system writes no user unit");
+    // Status and daemon status see the system unit as the installed one.
+    let daemon_status = env.hyp(["daemon", "status", "--json"]);
+    assert_eq!(daemon_status.stdout_json()["unit_installed"], true);
+    assert_eq!(
+        env.hyp(["status", "--json"]).stdout_json()["daemon"]["installed"],
+        true
+    );
     // start, stop and restart drive the system unit when it is the one installed.
     env.hyp(["daemon", "stop"])
         .assert_success()
