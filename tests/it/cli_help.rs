@@ -104,6 +104,49 @@ fn no_colour_off_a_terminal() {
     assert!(!run.stderr().contains('\x1b'), "{:?}", run.stderr());
 }
 
+/// `hyp backfill nope` on a real terminal (a pty made by util-linux
+/// `script`), with `extra` in the environment: what it printed.
+fn on_a_terminal(extra: &[(&str, &str)]) -> Option<String> {
+    let script = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|path| path.is_file())?;
+    let mut env = TestEnv::new();
+    env.set_var("SHELL", "/bin/sh");
+    env.remove_var("NO_COLOR");
+    for (key, value) in extra {
+        env.set_var(key, *value);
+    }
+    let command = format!("{} backfill nope", env!("CARGO_BIN_EXE_hyp"));
+    let output = env
+        .command_of(script, ["-qec", command.as_str(), "/dev/null"])
+        .output()
+        .expect("run script");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color_or_a_dumb_term() {
+    let Some(coloured) = on_a_terminal(&[("TERM", "xterm")]) else {
+        eprintln!("colour: skipped: no util-linux 'script' to make a terminal");
+        return;
+    };
+    assert!(
+        coloured.starts_with("\x1b[31mhyp backfill:\x1b[0m unknown provider"),
+        "{coloured:?}"
+    );
+    for extra in [
+        &[("TERM", "xterm"), ("NO_COLOR", "1")][..],
+        &[("TERM", "dumb")][..],
+    ] {
+        let plain = on_a_terminal(extra).unwrap_or_default();
+        assert!(
+            plain.starts_with("hyp backfill: unknown provider") && !plain.contains('\x1b'),
+            "{extra:?}: {plain:?}"
+        );
+    }
+}
+
 #[test]
 fn status_text_gives_sizes_in_human_units() {
     let env = TestEnv::new();
