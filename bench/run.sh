@@ -18,17 +18,24 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-generator=""
+# The shared generator when it is beside the checkout (the reference's
+# figures were measured on its corpus), else the project's own
+# (examples/hyp-gen-history: same shapes, flags and manifest).
+generate=()
 for dir in "$here/.." "$here/../.."; do
-  if [ -f "$dir/shared/bench/gen_corpus.py" ]; then generator="$dir/shared/bench/gen_corpus.py"; break; fi
+  if [ -f "$dir/shared/bench/gen_corpus.py" ]; then generate=(python3 "$dir/shared/bench/gen_corpus.py"); break; fi
 done
-[ -n "$generator" ] || { echo "bench: cannot find shared/bench/gen_corpus.py" >&2; exit 1; }
+if [ ${#generate[@]} -eq 0 ]; then
+  cargo build --release --example hyp-gen-history >/dev/null 2>&1 || cargo build --release --example hyp-gen-history
+  generate=("$here/target/release/examples/hyp-gen-history")
+  echo "bench: no ../shared/bench/gen_corpus.py; generating with examples/hyp-gen-history"
+fi
 
 preset=${BENCH_PRESET:-large}
 corpus=${BENCH_CORPUS:-/tmp/hyp-bench-corpus/$preset}
 if [ ! -f "$corpus/manifest.json" ]; then
   echo "bench: generating the $preset corpus in $corpus (once; cached)"
-  python3 "$generator" --preset "$preset" --out "$corpus" >/dev/null
+  "${generate[@]}" --preset "$preset" --out "$corpus" >/dev/null
 fi
 
 if [ ! -x /usr/bin/time ]; then
@@ -174,7 +181,7 @@ summary+=("re-run: ${wall} s (target <= 0.1 s) $(verdict "$wall" 0.1)")
 new_corpus=/tmp/hyp-bench-corpus/new200
 if [ ! -f "$new_corpus/manifest.json" ]; then
   echo "bench: generating 200 new sessions in $new_corpus (once; cached)"
-  python3 "$generator" --sessions 200 --lines 200 --providers claude --seed 4242 --out "$new_corpus" >/dev/null
+  "${generate[@]}" --sessions 200 --lines 200 --providers claude --seed 4242 --out "$new_corpus" >/dev/null
 fi
 cp -al "$new_corpus/claude/projects/." "$work/history/claude/projects/"
 new_expected=$(python3 -c "import json; print(json.load(open('$new_corpus/manifest.json'))['providers']['claude']['expected_rows'])")
@@ -197,7 +204,7 @@ summary+=("capture sweep, unchanged large claude corpus: ${sweep_cpu} ms CPU (ta
 append_corpus=/tmp/hyp-bench-corpus/append
 if [ ! -f "$append_corpus/manifest.json" ]; then
   echo "bench: generating one 50 MB session in $append_corpus (once; cached)"
-  python3 "$generator" --sessions 1 --lines 45000 --providers claude --out "$append_corpus" >/dev/null
+  "${generate[@]}" --sessions 1 --lines 45000 --providers claude --out "$append_corpus" >/dev/null
 fi
 session=$(find "$append_corpus/claude" -name '*.jsonl' | head -n 1)
 transcript="$work/append/claude/projects/p/s.jsonl"
