@@ -24,13 +24,11 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
-
-use crossbeam_channel::{Sender, bounded};
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::CacheError;
+use super::behind::Behind;
 
 /// The lock a first import holds from before its temporary file exists
 /// until its cache is in place.
@@ -50,52 +48,22 @@ pub struct FreshBuild {
     temp: PathBuf,
     target: PathBuf,
     published: bool,
-    flusher: Option<Flusher>,
+    /// Writes the temporary file's committed pages to disk behind the
+    /// writer (`fdatasync` after each commit), so the fsync that must precede
+    /// the rename finds little left to write instead of the whole database
+    /// at once. Durability does not depend on it: the final fsync is still
+    /// made.
+    flusher: Option<Behind<()>>,
 }
 
-/// A thread that writes the temporary file's committed pages to disk
-/// behind the writer (`fdatasync` after each commit), so the fsync that
-/// must precede the rename finds little left to write instead of the whole
-/// database at once. Durability does not depend on it: the final fsync is
-/// still made.
-#[derive(Debug)]
-struct Flusher {
-    wake: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Flusher {
-    /// `None` when the file or the thread cannot be had: the final fsync
-    /// then does all the work.
-    fn spawn(path: &Path) -> Option<Flusher> {
-        let file = File::open(path).ok()?;
-        let (wake, woken) = bounded::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("cache-flush".into())
-            .spawn(move || {
-                for () in woken {
-                    let _ = file.sync_data();
-                }
-            })
-            .ok()?;
-        Some(Flusher {
-            wake: Some(wake),
-            thread: Some(thread),
-        })
-    }
-
-    fn wake(&self) {
-        if let Some(wake) = &self.wake {
-            let _ = wake.try_send(());
+/// The flusher of `path`; `None` when the file or the thread cannot be had.
+fn flusher(path: &Path) -> Option<Behind<()>> {
+    let file = File::open(path).ok()?;
+    Behind::spawn("cache-flush", move |woken| {
+        for () in woken {
+            let _ = file.sync_data();
         }
-    }
-
-    fn stop(&mut self) {
-        self.wake = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    })
 }
 
 impl FreshBuild {
@@ -132,7 +100,7 @@ impl FreshBuild {
             source,
         })?;
         let mut build = build;
-        build.flusher = Flusher::spawn(&build.temp);
+        build.flusher = flusher(&build.temp);
         Ok(Some((build, conn)))
     }
 
@@ -167,9 +135,8 @@ impl FreshBuild {
     /// durable and move it into place with a new generation. Consumes the
     /// connection: the file is complete only once it is closed.
     pub fn publish(mut self, conn: Connection) -> Result<(), CacheError> {
-        if let Some(mut flusher) = self.flusher.take() {
-            flusher.stop();
-        }
+        // Dropping the flusher lets its last round run and joins it.
+        self.flusher = None;
         // An index build sorts in memory up to the page cache's size, on
         // top of the cache itself: a smaller cache for the sort keeps the
         // peak near the import's (the sort spills to a temporary file).
@@ -205,9 +172,7 @@ impl FreshBuild {
 
 impl Drop for FreshBuild {
     fn drop(&mut self) {
-        if let Some(mut flusher) = self.flusher.take() {
-            flusher.stop();
-        }
+        self.flusher = None;
         if !self.published {
             remove_with_companions(&self.temp);
         }

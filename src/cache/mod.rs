@@ -9,6 +9,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
+mod behind;
 pub mod fresh;
 pub mod health;
 pub mod query;

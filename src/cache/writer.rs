@@ -19,14 +19,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 use std::time::Duration;
-
-use crossbeam_channel::{Sender, bounded};
 
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::CacheError;
+use super::behind::Behind;
 use super::fresh::FreshBuild;
 use super::schema::{
     LEDGER_QUERY, MessageRow, add_missing_columns, create_statements, fresh_table_statements,
@@ -108,7 +106,7 @@ pub struct CacheWriter {
     /// only the second is ever reported as written.
     new_in_transaction: u64,
     committed_rows: u64,
-    checkpointer: Option<Checkpointer>,
+    checkpointer: Option<Behind<u64>>,
     set_aside: Option<PathBuf>,
     /// A first import into a temporary file ([`super::fresh`]): its rows
     /// count as written only once [`CacheWriter::finish`] moved it into
@@ -185,68 +183,27 @@ impl PartIds {
 /// The thread that checkpoints behind the writer: woken after each commit,
 /// it runs one passive checkpoint (never waits for a lock; whatever it
 /// cannot copy is left for the next one or for [`CacheWriter::finish`]).
-struct Checkpointer {
-    wake: Option<Sender<()>>,
-    /// Returns the CPU the thread used (nanoseconds).
-    thread: Option<JoinHandle<u64>>,
-    cpu_ns: u64,
-}
-
-impl Checkpointer {
-    /// `None` when the thread cannot start: the final checkpoint then does
-    /// all the work, as it would anyway.
-    fn spawn(path: &Path) -> Option<Checkpointer> {
-        let (wake, woken) = bounded::<()>(1);
-        let path = path.to_path_buf();
-        let thread = std::thread::Builder::new()
-            .name("cache-checkpoint".into())
-            .spawn(move || {
-                let Ok(conn) = Connection::open_with_flags(
-                    &path,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                ) else {
-                    return thread_cpu_ns();
-                };
-                if conn
-                    .execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;")
-                    .is_err()
-                {
-                    return thread_cpu_ns();
-                }
-                for () in woken {
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                }
-                thread_cpu_ns()
-            })
-            .ok()?;
-        Some(Checkpointer {
-            wake: Some(wake),
-            thread: Some(thread),
-            cpu_ns: 0,
-        })
-    }
-
-    /// Ask for a checkpoint; a request already pending covers this one,
-    /// and a thread that is gone leaves the work to `finish`.
-    fn wake(&self) {
-        if let Some(wake) = &self.wake {
-            let _ = wake.try_send(());
+/// It returns the CPU it used (nanoseconds). `None` when it cannot start.
+fn checkpointer(path: &Path) -> Option<Behind<u64>> {
+    let path = path.to_path_buf();
+    Behind::spawn("cache-checkpoint", move |woken| {
+        let Ok(conn) = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) else {
+            return thread_cpu_ns();
+        };
+        if conn
+            .execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;")
+            .is_err()
+        {
+            return thread_cpu_ns();
         }
-    }
-
-    /// Let the last requested checkpoint run, then end the thread.
-    fn stop(&mut self) {
-        self.wake = None;
-        if let Some(thread) = self.thread.take() {
-            self.cpu_ns += thread.join().unwrap_or(0);
+        for () in woken {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+        thread_cpu_ns()
+    })
 }
 
 impl CacheWriter {
@@ -376,7 +333,7 @@ impl CacheWriter {
             rows_in_transaction: 0,
             new_in_transaction: 0,
             committed_rows: 0,
-            checkpointer: Checkpointer::spawn(path),
+            checkpointer: checkpointer(path),
             set_aside: None,
             fresh: None,
             unpublished_rows: 0,
@@ -539,8 +496,7 @@ impl CacheWriter {
         }
         self.commit()?;
         if let Some(mut checkpointer) = self.checkpointer.take() {
-            checkpointer.stop();
-            self.checkpoint_cpu_ns += checkpointer.cpu_ns;
+            self.checkpoint_cpu_ns += checkpointer.stop().unwrap_or(0);
         }
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
