@@ -22,6 +22,18 @@ pub(crate) fn query(env: &TestEnv, sql: &str) -> Vec<Value> {
 pub(crate) fn count(env: &TestEnv, sql: &str) -> i64 {
     query(env, sql)[0]["n"].as_i64().expect("a count")
 }
+/// The cache holds exactly `expected` rows, each `part_id` once.
+pub(crate) fn assert_exact_rows(env: &TestEnv, expected: u64) {
+    let counts = &query(
+        env,
+        "SELECT count(*) AS n, count(DISTINCT part_id) AS d FROM ai_gateway_messages",
+    )[0];
+    assert_eq!(
+        (counts["n"].as_u64(), counts["d"].as_u64()),
+        (Some(expected), Some(expected)),
+        "rows and distinct part_ids in the cache"
+    );
+}
 
 pub(crate) fn provider<'a>(document: &'a Value, name: &str) -> &'a Value {
     document["providers"]
@@ -60,15 +72,7 @@ fn the_small_corpus_imports_exactly_the_manifest_rows_and_reruns_write_nothing()
     assert!(document["run_id"].as_str().unwrap().starts_with("bf-"));
 
     let total = expected_rows(&manifest, "claude") + expected_rows(&manifest, "codex");
-    let n = count(&env, "SELECT count(*) AS n FROM ai_gateway_messages");
-    assert_eq!(n as u64, total);
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(DISTINCT part_id) AS n FROM ai_gateway_messages"
-        ) as u64,
-        total
-    );
+    assert_exact_rows(&env, total);
 
     // Unchanged files under a covering window are skipped without parsing.
     let second = env
@@ -728,17 +732,7 @@ fn an_interrupted_run_commits_what_it_parsed_and_a_rerun_completes_exactly() {
         provider(&rerun.stdout_json(), "claude")["rows_written"].as_u64(),
         Some(expected - written)
     );
-    assert_eq!(
-        count(&env, "SELECT count(*) AS n FROM ai_gateway_messages") as u64,
-        expected
-    );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(DISTINCT part_id) AS n FROM ai_gateway_messages"
-        ) as u64,
-        expected
-    );
+    assert_exact_rows(&env, expected);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::backfill::{claude_line, count, provider, query};
+use crate::backfill::{assert_exact_rows, claude_line, count, provider, query};
 use crate::support::{Run, TestEnv, wait_until};
 
 /// The mtime of history as first written, and after it grew.
@@ -735,15 +735,5 @@ fn an_interrupted_sweep_loses_nothing_and_doubles_nothing() {
     );
     env.hyp(["backfill", "claude", "--json"]).assert_success();
     let expected = crate::corpus::expected_rows(&manifest, "claude");
-    assert_eq!(
-        count(&env, "SELECT count(*) AS n FROM ai_gateway_messages") as u64,
-        expected
-    );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(DISTINCT part_id) AS n FROM ai_gateway_messages"
-        ) as u64,
-        expected
-    );
+    assert_exact_rows(&env, expected);
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backfill::{count, json_document, provider};
+use crate::backfill::{assert_exact_rows, count, json_document, provider};
 use crate::corpus::{expected_rows, generated_corpus};
 use crate::support::{TestEnv, wait_until};
 
@@ -142,14 +142,7 @@ fn a_first_import_killed_anywhere_leaves_no_cache_or_a_whole_one() {
         provider(&run.stdout_json(), "claude")["rows_written"].as_u64(),
         Some(expected)
     );
-    assert_eq!(rows_in_cache(&env), expected);
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(DISTINCT part_id) AS n FROM ai_gateway_messages"
-        ) as u64,
-        expected
-    );
+    assert_exact_rows(&env, expected);
     assert_eq!(temp_files(&dir), Vec::<PathBuf>::new(), "leftovers removed");
     let rerun = env.hyp(["backfill", "claude", "--json"]).assert_success();
     assert_eq!(
@@ -191,14 +184,7 @@ fn sigint_during_a_first_import_publishes_what_was_parsed_and_exits_130() {
         provider(&rerun.stdout_json(), "claude")["rows_written"].as_u64(),
         Some(expected - written)
     );
-    assert_eq!(rows_in_cache(&env), expected);
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(DISTINCT part_id) AS n FROM ai_gateway_messages"
-        ) as u64,
-        expected
-    );
+    assert_exact_rows(&env, expected);
 }
 
 #[test]
