@@ -181,12 +181,14 @@ pub fn parse_date_ms(text: &str) -> Option<i64> {
 pub fn timestamp_ms(value: &serde_json::Value) -> Option<i64> {
     match value {
         serde_json::Value::String(text) => parse_date_ms(text),
-        serde_json::Value::Number(number) => {
-            let ms = number.as_f64()?;
-            (ms.is_finite() && ms.abs() <= 8.64e15).then(|| ms.trunc() as i64)
-        }
+        serde_json::Value::Number(number) => ms_from_number(number.as_f64()?),
         _ => None,
     }
+}
+
+/// A numeric timestamp (milliseconds) within the range a date can hold.
+pub fn ms_from_number(ms: f64) -> Option<i64> {
+    (ms.is_finite() && ms.abs() <= 8.64e15).then(|| ms.trunc() as i64)
 }
 
 fn is_ymd(bytes: &[u8]) -> bool {
