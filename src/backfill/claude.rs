@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::claude_line::ClaudeLine;
+use super::claude_line::{ClaudeLine, UsageCounts};
 use super::git::GitLookup;
 use super::lines::{ReadPoint, for_each_line_as};
 use super::resume::{Fallback, StoredResume};
@@ -244,8 +244,7 @@ struct Entry {
     hook_event: Option<String>,
     is_compact_summary: Option<bool>,
     compact_metadata: Option<Value>,
-    /// Already normalised by the line decoder.
-    usage: Option<Value>,
+    usage: UsageCounts,
     tool_use_result: Option<Value>,
 }
 
@@ -570,7 +569,7 @@ fn message_from_entry(ctx: &ClaudeContext, entry: Entry, stamp_usage: bool) -> M
             json!({"spawned_by_tool_use_id": tool_use_id}),
         );
     }
-    if stamp_usage && let Some(usage) = entry.usage {
+    if stamp_usage && let Some(usage) = entry.usage.into_value() {
         attributes.insert("usage".into(), usage);
     }
     if let Some(result) = entry.tool_use_result {
@@ -627,7 +626,7 @@ mod tests {
     /// `usage` as the line decoder normalises it.
     fn normalize_usage(usage: &Value) -> Option<Value> {
         let line: ClaudeLine = serde_json::from_value(json!({"message": {"usage": usage}})).ok()?;
-        line.message.usage
+        line.message.usage.into_value()
     }
 
     #[test]

@@ -70,8 +70,8 @@ pub struct MessageFields {
     pub id: Option<String>,
     pub model: Option<String>,
     pub content: Option<Value>,
-    /// `usage` normalised (see [`Usage`]).
-    pub usage: Option<Value>,
+    /// `usage`, its four counts.
+    pub usage: UsageCounts,
 }
 
 impl<'de> Deserialize<'de> for ClaudeLine {
@@ -175,7 +175,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                 "id" => fields.id = map.next_value::<Text>()?.0,
                 "model" => fields.model = map.next_value::<Text>()?.0,
                 "content" => fields.content = Some(map.next_value()?),
-                "usage" => fields.usage = map.next_value::<Usage>()?.0,
+                "usage" => fields.usage = map.next_value()?,
                 _ => {
                     map.next_value::<Skip>()?;
                 }
@@ -300,16 +300,32 @@ const USAGE_KEYS: [(&str, &str); 4] = [
     ("cache_creation_input_tokens", "cache_write_tokens"),
 ];
 
-/// `message.usage` read straight into `{input_tokens, output_tokens,
-/// cache_read_tokens, cache_write_tokens}` (present, non-null keys only,
-/// raw values, in that order; `None` when none is, or when it is not an
-/// object). Only the four values are built: the rest of the object
-/// (`cache_creation`, `server_tool_use`, `service_tier`, ...) is skipped
-/// instead of becoming a map that is read four times and dropped. A
-/// repeated key keeps its last value, as a `Value` map does.
-struct Usage(Option<Value>);
+/// `message.usage` read straight into the four counts the `usage` attribute
+/// carries ([`UsageCounts::into_value`]). Only the four values are built:
+/// the rest of the object (`cache_creation`, `server_tool_use`,
+/// `service_tier`, ...) is skipped instead of becoming a map that is read
+/// four times and dropped. A repeated key keeps its last value, as a
+/// `Value` map does; anything but an object counts nothing.
+#[derive(Debug, Default)]
+pub struct UsageCounts([Option<Value>; 4]);
 
-impl<'de> Deserialize<'de> for Usage {
+impl UsageCounts {
+    /// `{input_tokens, output_tokens, cache_read_tokens,
+    /// cache_write_tokens}`: present, non-null counts only, raw values, in
+    /// that order; `None` when there is none. Built only for the block the
+    /// usage is stamped on, not for every line.
+    pub fn into_value(self) -> Option<Value> {
+        let mut out = serde_json::Map::with_capacity(USAGE_KEYS.len());
+        for ((_, to), value) in USAGE_KEYS.iter().zip(self.0) {
+            if let Some(value) = value.filter(|value| !value.is_null()) {
+                out.insert((*to).into(), value);
+            }
+        }
+        (!out.is_empty()).then_some(Value::Object(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for UsageCounts {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(UsageVisitor)
     }
@@ -318,44 +334,33 @@ impl<'de> Deserialize<'de> for Usage {
 struct UsageVisitor;
 
 impl<'de> Visitor<'de> for UsageVisitor {
-    type Value = Usage;
+    type Value = UsageCounts;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("any JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Usage, A::Error> {
-        let mut counts: [Option<Value>; 4] = Default::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageCounts, A::Error> {
+        let mut counts = UsageCounts::default();
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match USAGE_KEYS
                 .iter()
                 .position(|(from, _)| *from == key.as_str())
             {
-                Some(slot) => counts[slot] = Some(map.next_value()?),
+                Some(slot) => counts.0[slot] = Some(map.next_value()?),
                 None => {
                     map.next_value::<Skip>()?;
                 }
             }
         }
-        Ok(Usage(usage_object(counts)))
+        Ok(counts)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Usage, A::Error> {
-        skip_seq(seq).map(|()| Usage(None))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<UsageCounts, A::Error> {
+        skip_seq(seq).map(|()| UsageCounts::default())
     }
 
-    scalars_become!(Usage(None));
-}
-
-/// The kept counts as one object, under their stored names.
-fn usage_object(counts: [Option<Value>; 4]) -> Option<Value> {
-    let mut out = serde_json::Map::new();
-    for ((_, to), value) in USAGE_KEYS.iter().zip(counts) {
-        if let Some(value) = value.filter(|value| !value.is_null()) {
-            out.insert((*to).into(), value);
-        }
-    }
-    (!out.is_empty()).then_some(Value::Object(out))
+    scalars_become!(UsageCounts::default());
 }
 
 #[cfg(test)]
@@ -419,7 +424,11 @@ mod tests {
         .unwrap();
         assert_eq!(line.ts_ms, Some(1_767_323_045_678));
         assert_eq!(
-            line.message.usage.map(|usage| usage.to_string()).as_deref(),
+            line.message
+                .usage
+                .into_value()
+                .map(|usage| usage.to_string())
+                .as_deref(),
             Some(r#"{"output_tokens":2,"cache_write_tokens":{"a":1}}"#)
         );
         for (text, ms) in [
