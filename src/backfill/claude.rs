@@ -21,14 +21,14 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::claude_line::ClaudeLine;
+use super::claude_line::{ClaudeLine, UsageCounts};
 use super::git::GitLookup;
 use super::lines::{ReadPoint, for_each_line_as};
 use super::resume::{Fallback, StoredResume};
 use super::rows::{Exchange, ExpansionState, FrameWriter, Item, Message, expand, non_empty_str};
 use super::usage_policy::UsagePolicy;
 use super::walk::{HistoryFile, walk_files};
-use super::window::{Window, WindowFootprint, WindowLines, iso_from_ms, timestamp_ms};
+use super::window::{Window, WindowFootprint, WindowLines, iso_from_ms};
 use super::{FellBack, ParsedFile};
 use crate::cache::schema::MessageRow;
 
@@ -244,7 +244,7 @@ struct Entry {
     hook_event: Option<String>,
     is_compact_summary: Option<bool>,
     compact_metadata: Option<Value>,
-    usage: Option<Value>,
+    usage: UsageCounts,
     tool_use_result: Option<Value>,
 }
 
@@ -270,7 +270,7 @@ fn entry_from_line(line: ClaudeLine) -> Option<Entry> {
         role,
         content: message.content.unwrap_or(Value::Null),
         cwd: line.cwd,
-        ts_ms: line.timestamp.as_ref().and_then(timestamp_ms),
+        ts_ms: line.ts_ms,
         api_message_id,
         uuid,
         parent_uuid: line.parent_uuid.or(line.parent_uuid_snake),
@@ -569,7 +569,7 @@ fn message_from_entry(ctx: &ClaudeContext, entry: Entry, stamp_usage: bool) -> M
             json!({"spawned_by_tool_use_id": tool_use_id}),
         );
     }
-    if stamp_usage && let Some(usage) = entry.usage.as_ref().and_then(normalize_usage) {
+    if stamp_usage && let Some(usage) = entry.usage.into_value() {
         attributes.insert("usage".into(), usage);
     }
     if let Some(result) = entry.tool_use_result {
@@ -619,27 +619,15 @@ fn message_from_entry(ctx: &ClaudeContext, entry: Entry, stamp_usage: bool) -> M
     }
 }
 
-/// Claude `message.usage` -> `{input_tokens, output_tokens,
-/// cache_read_tokens, cache_write_tokens}` (present keys only, raw values).
-pub fn normalize_usage(usage: &Value) -> Option<Value> {
-    let usage = usage.as_object()?;
-    let mut out = Map::new();
-    for (from, to) in [
-        ("input_tokens", "input_tokens"),
-        ("output_tokens", "output_tokens"),
-        ("cache_read_input_tokens", "cache_read_tokens"),
-        ("cache_creation_input_tokens", "cache_write_tokens"),
-    ] {
-        if let Some(value) = usage.get(from).filter(|value| !value.is_null()) {
-            out.insert(to.into(), value.clone());
-        }
-    }
-    (!out.is_empty()).then_some(Value::Object(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `usage` as the line decoder normalises it.
+    fn normalize_usage(usage: &Value) -> Option<Value> {
+        let line: ClaudeLine = serde_json::from_value(json!({"message": {"usage": usage}})).ok()?;
+        line.message.usage.into_value()
+    }
 
     #[test]
     fn claude_usage_reproduces_the_reference_example() {

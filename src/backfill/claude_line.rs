@@ -1,8 +1,9 @@
 //! One Claude transcript line decoded straight into the fields the
 //! projection reads, instead of a whole `serde_json::Value` tree: a line's
-//! top-level and `message` objects become plain fields, and only the
-//! sub-documents that are carried through as JSON (`content`, `usage`,
-//! `toolUseResult`, `compactMetadata`, `timestamp`) are built as `Value`s.
+//! top-level and `message` objects become plain fields, `timestamp` its
+//! milliseconds and `usage` the four counts the `usage` attribute carries;
+//! only the sub-documents that are carried through as JSON (`content`,
+//! `toolUseResult`, `compactMetadata`, the counts) are built as `Value`s.
 //!
 //! The decoding keeps the exact semantics of reading the line as a `Value`
 //! first: every skipped value is still parsed through `deserialize_any`
@@ -16,7 +17,8 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::json_skim::{Flag, Key, Skip, Text, scalars_become, skip_seq};
+use super::json_skim::{Flag, Key, Skip, Text, scalars_become, skip_map, skip_seq};
+use super::window::{ms_from_number, parse_date_ms};
 
 /// The fields of one transcript line (all `None` when the line is not an
 /// object).
@@ -32,7 +34,8 @@ pub struct ClaudeLine {
     pub compact_metadata: Option<Value>,
     pub compact_metadata_snake: Option<Value>,
     pub cwd: Option<String>,
-    pub timestamp: Option<Value>,
+    /// `timestamp` in milliseconds (see [`timestamp_ms`]).
+    pub ts_ms: Option<i64>,
     pub parent_uuid: Option<String>,
     pub parent_uuid_snake: Option<String>,
     pub logical_parent_uuid: Option<String>,
@@ -67,7 +70,8 @@ pub struct MessageFields {
     pub id: Option<String>,
     pub model: Option<String>,
     pub content: Option<Value>,
-    pub usage: Option<Value>,
+    /// `usage`, its four counts.
+    pub usage: UsageCounts,
 }
 
 impl<'de> Deserialize<'de> for ClaudeLine {
@@ -103,7 +107,7 @@ impl<'de> Visitor<'de> for LineVisitor {
                 "compactMetadata" => line.compact_metadata = Some(map.next_value()?),
                 "compact_metadata" => line.compact_metadata_snake = Some(map.next_value()?),
                 "cwd" => line.cwd = text(&mut map)?,
-                "timestamp" => line.timestamp = Some(map.next_value()?),
+                "timestamp" => line.ts_ms = map.next_value::<Stamp>()?.0,
                 "parentUuid" => line.parent_uuid = text(&mut map)?,
                 "parent_uuid" => line.parent_uuid_snake = text(&mut map)?,
                 "logicalParentUuid" => line.logical_parent_uuid = text(&mut map)?,
@@ -171,7 +175,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                 "id" => fields.id = map.next_value::<Text>()?.0,
                 "model" => fields.model = map.next_value::<Text>()?.0,
                 "content" => fields.content = Some(map.next_value()?),
-                "usage" => fields.usage = Some(map.next_value()?),
+                "usage" => fields.usage = map.next_value()?,
                 _ => {
                     map.next_value::<Skip>()?;
                 }
@@ -230,6 +234,135 @@ impl<'de> Visitor<'de> for AttachmentVisitor {
     scalars_become!(Attachment::default());
 }
 
+/// `timestamp` read straight into milliseconds, exactly as
+/// [`super::window::timestamp_ms`] reads the `Value` (a date string or a
+/// number of milliseconds), without the `Value`: a string is borrowed from
+/// the line instead of copied.
+struct Stamp(Option<i64>);
+
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StampVisitor)
+    }
+}
+
+struct StampVisitor;
+
+impl<'de> Visitor<'de> for StampVisitor {
+    type Value = Stamp;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Stamp, E> {
+        Ok(Stamp(parse_date_ms(value)))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Stamp, E> {
+        Ok(Stamp(ms_from_number(value as f64)))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Stamp, E> {
+        Ok(Stamp(ms_from_number(value as f64)))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Stamp, E> {
+        Ok(Stamp(ms_from_number(value)))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Stamp, E> {
+        Ok(Stamp(None))
+    }
+
+    fn visit_unit<E>(self) -> Result<Stamp, E> {
+        Ok(Stamp(None))
+    }
+
+    fn visit_none<E>(self) -> Result<Stamp, E> {
+        Ok(Stamp(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Stamp, A::Error> {
+        skip_map(map).map(|()| Stamp(None))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Stamp, A::Error> {
+        skip_seq(seq).map(|()| Stamp(None))
+    }
+}
+
+/// The `usage` keys kept, and the names they are stored under.
+const USAGE_KEYS: [(&str, &str); 4] = [
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_input_tokens", "cache_read_tokens"),
+    ("cache_creation_input_tokens", "cache_write_tokens"),
+];
+
+/// `message.usage` read straight into the four counts the `usage` attribute
+/// carries ([`UsageCounts::into_value`]). Only the four values are built:
+/// the rest of the object (`cache_creation`, `server_tool_use`,
+/// `service_tier`, ...) is skipped instead of becoming a map that is read
+/// four times and dropped. A repeated key keeps its last value, as a
+/// `Value` map does; anything but an object counts nothing.
+#[derive(Debug, Default)]
+pub struct UsageCounts([Option<Value>; 4]);
+
+impl UsageCounts {
+    /// `{input_tokens, output_tokens, cache_read_tokens,
+    /// cache_write_tokens}`: present, non-null counts only, raw values, in
+    /// that order; `None` when there is none. Built only for the block the
+    /// usage is stamped on, not for every line.
+    pub fn into_value(self) -> Option<Value> {
+        let mut out = serde_json::Map::with_capacity(USAGE_KEYS.len());
+        for ((_, to), value) in USAGE_KEYS.iter().zip(self.0) {
+            if let Some(value) = value.filter(|value| !value.is_null()) {
+                out.insert((*to).into(), value);
+            }
+        }
+        (!out.is_empty()).then_some(Value::Object(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for UsageCounts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UsageVisitor)
+    }
+}
+
+struct UsageVisitor;
+
+impl<'de> Visitor<'de> for UsageVisitor {
+    type Value = UsageCounts;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageCounts, A::Error> {
+        let mut counts = UsageCounts::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match USAGE_KEYS
+                .iter()
+                .position(|(from, _)| *from == key.as_str())
+            {
+                Some(slot) => counts.0[slot] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<UsageCounts, A::Error> {
+        skip_seq(seq).map(|()| UsageCounts::default())
+    }
+
+    scalars_become!(UsageCounts::default());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +414,40 @@ mod tests {
             serde_json::from_str(r#"{"compactMetadata":null,"toolUseResult":{"a":[1]}}"#).unwrap();
         assert_eq!(line.compact_metadata, Some(Value::Null));
         assert_eq!(line.tool_use_result, Some(serde_json::json!({"a":[1]})));
+    }
+
+    #[test]
+    fn usage_and_timestamp_read_as_their_values_would() {
+        let line: ClaudeLine = serde_json::from_str(
+            r#"{"timestamp":"2026-01-02T03:04:05.678Z","timestamp":1767323045678.9,"message":{"usage":{"output_tokens":2,"input_tokens":1,"input_tokens":null,"cache_creation_input_tokens":{"a":1},"x":[1]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(line.ts_ms, Some(1_767_323_045_678));
+        assert_eq!(
+            line.message
+                .usage
+                .into_value()
+                .map(|usage| usage.to_string())
+                .as_deref(),
+            Some(r#"{"output_tokens":2,"cache_write_tokens":{"a":1}}"#)
+        );
+        for (text, ms) in [
+            (r#""2026-01-02T03:04:05.678Z""#, Some(1_767_323_045_678)),
+            ("-5", Some(-5)),
+            ("1e300", None),
+            ("true", None),
+            ("[1]", None),
+            (r#""not a date""#, None),
+        ] {
+            let line: ClaudeLine =
+                serde_json::from_str(&format!(r#"{{"timestamp":{text}}}"#)).unwrap();
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                line.ts_ms,
+                super::super::window::timestamp_ms(&value),
+                "{text}"
+            );
+            assert_eq!(line.ts_ms, ms, "{text}");
+        }
     }
 }

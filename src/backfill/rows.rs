@@ -89,13 +89,22 @@ pub struct FrameWriter {
     out: Vec<u8>,
 }
 
+/// Room for a usual frame (six ids and a timestamp, about 250 bytes), taken
+/// with the first field: growing from nothing reallocates five times.
+const FRAME_CAPACITY: usize = 320;
+
 impl FrameWriter {
     /// Add `key: value` when there is a value.
     pub fn field(&mut self, key: &str, value: Option<&str>) {
         let Some(value) = value else {
             return;
         };
-        self.out.push(if self.out.is_empty() { b'{' } else { b',' });
+        if self.out.is_empty() {
+            self.out.reserve(FRAME_CAPACITY);
+            self.out.push(b'{');
+        } else {
+            self.out.push(b',');
+        }
         let _ = serde_json::to_writer(&mut self.out, key);
         self.out.push(b':');
         let _ = serde_json::to_writer(&mut self.out, value);
@@ -245,6 +254,7 @@ pub fn expand(item: &Item, state: &mut ExpansionState) -> Vec<MessageRow> {
     let thread_scope = thread_scope(exchange).to_string();
     let gateway = gateway_attributes(item);
     let client_attributes = client_attributes(exchange);
+    let written = WrittenLayers::new(&client_attributes, &exchange.attributes, &gateway);
     let shared = SharedColumns::new(exchange, &ts_start);
     let stored = std::mem::take(state);
     let first_index = stored.next_index;
@@ -295,6 +305,8 @@ pub fn expand(item: &Item, state: &mut ExpansionState) -> Vec<MessageRow> {
             } else {
                 &gateway.native
             },
+            written: &written,
+            from_fallback,
         };
         let last = content.len() - 1;
         for (part_index, block) in content.iter().enumerate() {
@@ -411,6 +423,118 @@ struct RowContext<'a> {
     ts_start: &'a str,
     client_attributes: &'a Map<String, Value>,
     gateway: &'a Map<String, Value>,
+    written: &'a WrittenLayers,
+    from_fallback: bool,
+}
+
+/// The attribute layers every row of an item shares (client, exchange,
+/// gateway), each one's entries written once as JSON text (`"k":v,...`,
+/// no braces): when no key is in two layers, a row's merge is these texts
+/// and its message's entries side by side, so a row writes only its
+/// message's layer instead of the same few objects again.
+struct WrittenLayers {
+    client: Vec<u8>,
+    exchange: Vec<u8>,
+    native: Vec<u8>,
+    fallback: Vec<u8>,
+    /// The shared layers' keys when no key is in two of them (`None`:
+    /// every row takes the general merge).
+    keys: Option<Vec<String>>,
+}
+
+impl WrittenLayers {
+    fn new(
+        client: &Map<String, Value>,
+        exchange: &Map<String, Value>,
+        gateway: &GatewayAttributes,
+    ) -> WrittenLayers {
+        let written = |map: &Map<String, Value>| {
+            let mut out = Vec::new();
+            write_entries(&mut out, map, None);
+            out
+        };
+        let disjoint = |maps: [&Map<String, Value>; 3]| {
+            let total: usize = maps.iter().map(|map| map.len()).sum();
+            let mut keys: Vec<&String> = maps.iter().flat_map(|map| map.keys()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.len() == total
+        };
+        let keys = (disjoint([client, exchange, &gateway.native])
+            && disjoint([client, exchange, &gateway.fallback]))
+        .then(|| {
+            [client, exchange, &gateway.native, &gateway.fallback]
+                .iter()
+                .flat_map(|map| map.keys().cloned())
+                .collect()
+        });
+        WrittenLayers {
+            client: written(client),
+            exchange: written(exchange),
+            native: written(&gateway.native),
+            fallback: written(&gateway.fallback),
+            keys,
+        }
+    }
+
+    /// The merge of client, `message`, exchange and gateway layers, from the
+    /// written texts; `None` when a key of `message` is in a shared layer
+    /// (the caller merges in general then).
+    fn merged(&self, message: &Layer<'_>, from_fallback: bool) -> Option<Option<String>> {
+        let keys = self.keys.as_ref()?;
+        let clash = message
+            .map
+            .keys()
+            .any(|key| message.skip != Some(key.as_str()) && keys.contains(key));
+        if clash {
+            return None;
+        }
+        let gateway = if from_fallback {
+            &self.fallback
+        } else {
+            &self.native
+        };
+        let mut out: Vec<u8> = Vec::with_capacity(256);
+        out.push(b'{');
+        append_entries(&mut out, &self.client);
+        write_entries(&mut out, message.map, message.skip);
+        append_entries(&mut out, &self.exchange);
+        append_entries(&mut out, gateway);
+        if out.len() == 1 {
+            return Some(None);
+        }
+        out.push(b'}');
+        Some(String::from_utf8(out).ok())
+    }
+}
+
+/// The separator before the next entry written into an object's text (or
+/// into a run of entries with no brace yet).
+fn push_separator(out: &mut Vec<u8>) {
+    if !matches!(out.last(), None | Some(b'{')) {
+        out.push(b',');
+    }
+}
+
+/// `map`'s entries (but `skip`) as `"k":v`, compact, after what `out` has.
+fn write_entries(out: &mut Vec<u8>, map: &Map<String, Value>, skip: Option<&str>) {
+    for (key, value) in map {
+        if skip == Some(key.as_str()) {
+            continue;
+        }
+        push_separator(out);
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+}
+
+/// Entries already written (possibly none) after what `out` has.
+fn append_entries(out: &mut Vec<u8>, entries: &[u8]) {
+    if !entries.is_empty() {
+        push_separator(out);
+        out.extend_from_slice(entries);
+    }
 }
 
 fn row_for_block(
@@ -465,15 +589,19 @@ fn row_for_block(
         .unwrap_or_else(|| ctx.ts_start.to_string());
     let date = message_created_at.get(..10).unwrap_or_default().to_string();
 
-    let attributes = merged_json(&[
-        Layer::whole(ctx.client_attributes),
-        Layer {
-            map: &message.attributes,
-            skip: (!is_last).then_some("usage"),
-        },
-        Layer::whole(&exchange.attributes),
-        Layer::whole(ctx.gateway),
-    ]);
+    let message_layer = Layer {
+        map: &message.attributes,
+        skip: (!is_last).then_some("usage"),
+    };
+    let attributes = match ctx.written.merged(&message_layer, ctx.from_fallback) {
+        Some(attributes) => attributes,
+        None => merged_json(&[
+            Layer::whole(ctx.client_attributes),
+            message_layer,
+            Layer::whole(&exchange.attributes),
+            Layer::whole(ctx.gateway),
+        ]),
+    };
 
     let shared = ctx.shared;
     MessageRow {
@@ -941,6 +1069,64 @@ mod tests {
             r#"{"client":{"name":"c"},"usage":{"a":1},"x":{"o":1},"claude":{"t":1}}"#
         );
         assert_eq!(merged_json(&[Layer::whole(&Map::new())]), None);
+    }
+
+    #[test]
+    fn written_layers_give_the_general_merge_or_step_aside() {
+        let object = |value: Value| value.as_object().cloned().unwrap_or_default();
+        let client = object(json!({"client": {"name": "c", "version": "1"}}));
+        let gateway = GatewayAttributes {
+            native: object(json!({"gateway": {"source": "backfill"}})),
+            fallback: object(json!({"gateway": {"source": "backfill", "identity_source": "f"}})),
+        };
+        let messages = [
+            json!({}),
+            json!({"usage": {"input_tokens": 1}}),
+            json!({"claude": {"tool_use_result": [1, "\u{e9}\n"]}, "usage": 5}),
+            json!({"usage": 5, "client": {"version": "2"}}),
+            json!({"gateway": {"x": 1}}),
+        ];
+        for exchange in [
+            Map::new(),
+            object(json!({"codex": {"k": "v"}})),
+            object(json!({"client": {"x": 1}})),
+        ] {
+            let written = WrittenLayers::new(&client, &exchange, &gateway);
+            for message in &messages {
+                let message = object(message.clone());
+                for skip in [None, Some("usage")] {
+                    for (from_fallback, gateway_map) in
+                        [(false, &gateway.native), (true, &gateway.fallback)]
+                    {
+                        let layer = Layer {
+                            map: &message,
+                            skip,
+                        };
+                        let general = merged_json(&[
+                            Layer::whole(&client),
+                            Layer {
+                                map: &message,
+                                skip,
+                            },
+                            Layer::whole(&exchange),
+                            Layer::whole(gateway_map),
+                        ]);
+                        if let Some(fast) = written.merged(&layer, from_fallback) {
+                            assert_eq!(fast, general, "{message:?} {exchange:?} {skip:?}");
+                        }
+                    }
+                }
+            }
+        }
+        let written = WrittenLayers::new(&client, &Map::new(), &gateway);
+        let clashing = object(json!({"client": {"version": "2"}}));
+        assert!(written.merged(&Layer::whole(&clashing), false).is_none());
+        let empty = GatewayAttributes {
+            native: Map::new(),
+            fallback: Map::new(),
+        };
+        let none = WrittenLayers::new(&Map::new(), &Map::new(), &empty);
+        assert_eq!(none.merged(&Layer::whole(&Map::new()), false), Some(None));
     }
 
     #[test]
