@@ -239,21 +239,32 @@ impl CacheWriter {
         };
         conn.execute_batch(&format!("BEGIN;\n{}COMMIT;", fresh_table_statements()))
             .map_err(open_err)?;
-        Ok(CacheWriter {
+        Ok(CacheWriter::started(conn, None, Some(build)))
+    }
+
+    /// A writer on `conn` with nothing written yet. A fresh build keeps
+    /// `part_id` unique in memory until its index is built at the end; an
+    /// existing cache has the index already.
+    fn started(
+        conn: Connection,
+        checkpointer: Option<Behind<u64>>,
+        fresh: Option<FreshBuild>,
+    ) -> CacheWriter {
+        CacheWriter {
             conn,
             rows_in_transaction: 0,
             new_in_transaction: 0,
             committed_rows: 0,
-            checkpointer: None,
+            checkpointer,
             set_aside: None,
-            fresh: Some(build),
+            unique_indexed: fresh.is_none(),
+            fresh,
             unpublished_rows: 0,
             poisoned: false,
             checkpoint_cpu_ns: 0,
             part_ids: PartIds::default(),
-            unique_indexed: false,
             part_ids_limit: PART_IDS_IN_MEMORY,
-        })
+        }
     }
 
     /// CPU the checkpointer thread used (known once [`CacheWriter::finish`]
@@ -328,21 +339,7 @@ impl CacheWriter {
             .and_then(|()| add_missing_columns(&conn))
             .and_then(|()| conn.execute_batch("COMMIT"))
             .map_err(open_err)?;
-        Ok(CacheWriter {
-            conn,
-            rows_in_transaction: 0,
-            new_in_transaction: 0,
-            committed_rows: 0,
-            checkpointer: checkpointer(path),
-            set_aside: None,
-            fresh: None,
-            unpublished_rows: 0,
-            poisoned: false,
-            checkpoint_cpu_ns: 0,
-            part_ids: PartIds::default(),
-            unique_indexed: true,
-            part_ids_limit: PART_IDS_IN_MEMORY,
-        })
+        Ok(CacheWriter::started(conn, checkpointer(path), None))
     }
 
     /// Note a failed statement: a fresh build cannot roll it back.

@@ -681,17 +681,7 @@ fn an_older_cache_without_resume_columns_reads_whole_then_continues() {
 #[test]
 fn an_interrupted_sweep_loses_nothing_and_doubles_nothing() {
     let mut env = TestEnv::new();
-    let (corpus, manifest) = crate::corpus::generated_corpus(
-        &mut env,
-        &[
-            "--sessions",
-            "300",
-            "--lines",
-            "200",
-            "--providers",
-            "claude",
-        ],
-    );
+    let (corpus, manifest) = crate::corpus::generated_corpus(&mut env, &crate::corpus::SLOW_CLAUDE);
     let files = files_under(&corpus.join("claude"));
     for (relative, bytes) in &files {
         let at = split_offset(bytes, Split::Lines(30));

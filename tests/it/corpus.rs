@@ -55,6 +55,43 @@ pub(crate) fn expected_rows(manifest: &Value, provider: &str) -> u64 {
         .expect("manifest has expected_rows")
 }
 
+/// A Claude history large enough that importing it takes a while (300
+/// sessions of 200 lines), for tests that interrupt an import midway.
+pub(crate) const SLOW_CLAUDE: [&str; 6] = [
+    "--sessions",
+    "300",
+    "--lines",
+    "200",
+    "--providers",
+    "claude",
+];
+
+/// A home whose Claude and Codex roots are the real transcripts of
+/// `../shared/differential-data`, and that folder; `None`, after saying on
+/// stderr that `test` was skipped, where the folder is absent.
+pub(crate) fn differential_env(test: &str) -> Option<(TestEnv, PathBuf)> {
+    let Some(data) = differential_data() else {
+        say(&format!(
+            "{test}: skipped: no ../shared/differential-data beside the checkout (it is optional)"
+        ));
+        return None;
+    };
+    let mut env = TestEnv::new();
+    env.set_var(
+        "CLAUDE_CONFIG_DIR",
+        data.join("claude").display().to_string(),
+    );
+    env.set_var("CODEX_HOME", data.join("codex").display().to_string());
+    Some((env, data))
+}
+
+/// A line on the real stderr: the test harness captures `eprintln!`, and
+/// whether a test ran on real files must show in a plain `cargo test`.
+pub(crate) fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// `../shared/differential-data` beside the checkout: real Claude Code and
 /// Codex files (see its `SOURCES.md`). Optional: a checkout alone has none.
 pub(crate) fn differential_data() -> Option<PathBuf> {

@@ -4,11 +4,10 @@
 //! line skipped. The folder is optional: without it the test says so and
 //! passes.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::backfill::provider;
-use crate::support::TestEnv;
+use crate::corpus::{differential_env, say};
 
 /// Lines `hyp backfill` must count as malformed in `bytes`: those that are
 /// not blank and not JSON. A last line with no newline that is not JSON
@@ -51,18 +50,9 @@ fn census(root: &Path, wanted: &dyn Fn(&str) -> bool) -> (u64, u64) {
 
 #[test]
 fn every_real_transcript_imports_without_an_error_or_a_skipped_valid_line() {
-    let Some(data) = crate::corpus::differential_data() else {
-        say(
-            "differential: skipped: no ../shared/differential-data beside the checkout (it is optional)",
-        );
+    let Some((env, data)) = differential_env("differential") else {
         return;
     };
-    let mut env = TestEnv::new();
-    env.set_var(
-        "CLAUDE_CONFIG_DIR",
-        data.join("claude").display().to_string(),
-    );
-    env.set_var("CODEX_HOME", data.join("codex").display().to_string());
     // Every line, however old: the files span 2025 and 2026.
     let run = env
         .hyp([
@@ -126,10 +116,4 @@ fn every_real_transcript_imports_without_an_error_or_a_skipped_valid_line() {
         "differential: imported every file of {}",
         data.display()
     ));
-}
-
-/// A line on the real stderr: the test harness captures `eprintln!`, and
-/// whether this test ran on real files must show in a plain `cargo test`.
-pub(crate) fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -15,18 +15,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::backfill::{assert_exact_rows, count, json_document, provider};
-use crate::corpus::{expected_rows, generated_corpus};
+use crate::corpus::{SLOW_CLAUDE, expected_rows, generated_corpus};
 use crate::support::{TestEnv, wait_until};
-
-/// A corpus large enough that a first import takes a while to build.
-const CORPUS: [&str; 6] = [
-    "--sessions",
-    "300",
-    "--lines",
-    "200",
-    "--providers",
-    "claude",
-];
 
 fn cache_dir(env: &TestEnv) -> PathBuf {
     env.state_root().join("cache")
@@ -99,7 +89,7 @@ fn rows_in_cache(env: &TestEnv) -> u64 {
 #[test]
 fn a_first_import_killed_anywhere_leaves_no_cache_or_a_whole_one() {
     let mut env = TestEnv::new();
-    let (_, manifest) = generated_corpus(&mut env, &CORPUS);
+    let (_, manifest) = generated_corpus(&mut env, &SLOW_CLAUDE);
     let expected = expected_rows(&manifest, "claude");
     let dir = cache_dir(&env);
     let db = dir.join("cache.db");
@@ -154,7 +144,7 @@ fn a_first_import_killed_anywhere_leaves_no_cache_or_a_whole_one() {
 #[test]
 fn sigint_during_a_first_import_publishes_what_was_parsed_and_exits_130() {
     let mut env = TestEnv::new();
-    let (_, manifest) = generated_corpus(&mut env, &CORPUS);
+    let (_, manifest) = generated_corpus(&mut env, &SLOW_CLAUDE);
     let expected = expected_rows(&manifest, "claude");
     let dir = cache_dir(&env);
     let mut child = spawn_backfill(&env);
@@ -190,7 +180,7 @@ fn sigint_during_a_first_import_publishes_what_was_parsed_and_exits_130() {
 #[test]
 fn two_first_imports_at_once_make_one_cache_and_lose_nothing() {
     let mut env = TestEnv::new();
-    let (_, manifest) = generated_corpus(&mut env, &CORPUS);
+    let (_, manifest) = generated_corpus(&mut env, &SLOW_CLAUDE);
     let expected = expected_rows(&manifest, "claude");
     let mut first = spawn_backfill(&env);
     wait_for_build(&env, &mut first, 1);
@@ -219,7 +209,7 @@ fn two_first_imports_at_once_make_one_cache_and_lose_nothing() {
 #[test]
 fn readers_during_a_first_import_see_no_cache_yet() {
     let mut env = TestEnv::new();
-    generated_corpus(&mut env, &CORPUS);
+    generated_corpus(&mut env, &SLOW_CLAUDE);
     let dir = cache_dir(&env);
     let mut child = spawn_backfill(&env);
     wait_for_build(&env, &mut child, 1);

@@ -211,18 +211,10 @@ fn generated_history_imports_to_the_same_rows_as_before() {
 
 #[test]
 fn real_transcripts_import_to_the_same_rows_as_before() {
-    let Some(data) = crate::corpus::differential_data() else {
-        crate::differential::say(
-            "rows_golden: real transcripts skipped: no ../shared/differential-data beside the checkout (it is optional)",
-        );
+    let Some((mut env, data)) = crate::corpus::differential_env("rows_golden: real transcripts")
+    else {
         return;
     };
-    let mut env = TestEnv::new();
-    env.set_var(
-        "CLAUDE_CONFIG_DIR",
-        data.join("claude").display().to_string(),
-    );
-    env.set_var("CODEX_HOME", data.join("codex").display().to_string());
     env.set_var("HYP_NO_GIT", "1");
     import(&env);
     let canonical = std::fs::canonicalize(&data).unwrap_or_else(|_| data.clone());
