@@ -50,10 +50,7 @@ mod tests {
 
     /// A random-looking installation id per host: hex of sha256(host_idx).
     fn installation_id(host_idx: u32) -> String {
-        Sha256::digest(host_idx.to_be_bytes())
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        crate::hex::hex(&Sha256::digest(host_idx.to_be_bytes()))
     }
 
     #[test]

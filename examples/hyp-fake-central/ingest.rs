@@ -147,7 +147,7 @@ impl BodySummary {
         BodySummary {
             bytes: body.len() as u64,
             lines: Some(newlines + u64::from(unterminated)),
-            sha256: Some(digest.iter().map(|byte| format!("{byte:02x}")).collect()),
+            sha256: Some(hyp::hex::hex(&digest)),
         }
     }
 

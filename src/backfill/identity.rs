@@ -9,12 +9,7 @@ use sha2::{Digest, Sha256};
 
 /// The first 16 hex chars of sha256(`text`).
 pub fn sha256_hex16(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    digest
-        .iter()
-        .take(8)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::hex::hex(&Sha256::digest(text.as_bytes())[..8])
 }
 
 /// The fallback `message_id` of a message without a native id. The
@@ -44,12 +39,7 @@ pub fn fallback_message_id(
         }
     }
     sink.push("]");
-    sink.0
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::hex::hex(&sink.0.finalize()[..8])
 }
 
 /// Where canonical JSON goes: a string or a running hash.

@@ -324,10 +324,7 @@ pub fn fingerprint(file: &File, offset: u64) -> io::Result<(String, u64)> {
     hasher.update(offset.to_le_bytes());
     hasher.update(&head);
     hasher.update(&tail);
-    let hex = hasher.finalize()[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let hex = crate::hex::hex(&hasher.finalize()[..16]);
     Ok((hex, head_len + tail.len() as u64))
 }
 

@@ -337,7 +337,7 @@ fn uuid_v4() -> String {
     }
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex = crate::hex::hex(&bytes);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],

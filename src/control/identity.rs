@@ -123,10 +123,7 @@ impl From<ClientError> for IdentityError {
 
 /// Lowercase hex sha256 of the token.
 pub fn token_fingerprint(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::hex::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// Get a usable identity for `sink` at daemon start (reference `acquire()`).

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules from the bottom up; one line is one layer, and a
 /// module may name only modules of lower lines.
 const LAYERS: &[&[&str]] = &[
+    &["hex"],
     &[
         "paths",
         "sanitize",
@@ -17,7 +18,6 @@ const LAYERS: &[&[&str]] = &[
         "suggest",
         "time",
         "units",
-        "hex",
     ],
     &["logging", "term", "messages"],
     &["config"],
