@@ -3,6 +3,7 @@
 //! for the map.
 
 pub mod actions;
+pub mod allocator;
 pub mod backfill;
 pub mod cache;
 pub mod cli;

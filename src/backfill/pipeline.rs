@@ -170,8 +170,9 @@ struct FileRows {
 }
 
 /// Keep glibc from returning memory to the kernel after every large free:
-/// the per-file buffers and row batches would otherwise be mmapped and
-/// unmapped thousands of times per run.
+/// SQLite's buffers (and, when the import runs on the system allocator, the
+/// per-file buffers and row batches: see [`crate::allocator`]) would
+/// otherwise be mmapped and unmapped thousands of times per run.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator thresholds; called before the
