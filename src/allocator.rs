@@ -27,26 +27,31 @@ static CHOICE: AtomicU8 = AtomicU8::new(UNDECIDED);
 /// The first call comes before any block exists (it is the first
 /// allocation), so no block can outlive a change of mind. Two threads
 /// deciding at once would read the same command line and agree.
+#[inline(always)]
 fn fast() -> bool {
     match CHOICE.load(Ordering::Relaxed) {
         SYSTEM => false,
         MIMALLOC => true,
-        _ => {
-            let choice = if own_command_line_names_backfill() {
-                MIMALLOC
-            } else {
-                SYSTEM
-            };
-            CHOICE.store(choice, Ordering::Relaxed);
-            choice == MIMALLOC
-        }
+        _ => decide(),
     }
+}
+
+#[cold]
+fn decide() -> bool {
+    let choice = if own_command_line_names_backfill() {
+        MIMALLOC
+    } else {
+        SYSTEM
+    };
+    CHOICE.store(choice, Ordering::Relaxed);
+    choice == MIMALLOC
 }
 
 // SAFETY: each call is forwarded to one allocator, the same for the whole
 // life of the process (see `fast`), so a block is always resized and freed
 // by the allocator that made it; both uphold GlobalAlloc's contract.
 unsafe impl GlobalAlloc for HypAllocator {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe {
@@ -58,6 +63,7 @@ unsafe impl GlobalAlloc for HypAllocator {
         }
     }
 
+    #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe {
@@ -69,6 +75,7 @@ unsafe impl GlobalAlloc for HypAllocator {
         }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from the same allocator (see `fast`).
         unsafe {
@@ -80,6 +87,7 @@ unsafe impl GlobalAlloc for HypAllocator {
         }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` came from the same allocator (see `fast`).
         unsafe {

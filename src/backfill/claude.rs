@@ -216,7 +216,9 @@ struct SessionState {
     expansion: ExpansionState,
 }
 
-/// One accepted transcript line.
+/// One accepted transcript line. A file's entries are boxed: they are
+/// about 600 bytes each and are sorted, grouped by session and filtered
+/// before they become messages, so each of those steps moves a pointer.
 #[derive(Debug, Default)]
 struct Entry {
     session_id: String,
@@ -335,7 +337,7 @@ pub fn parse_file(
     let mut entries = Vec::new();
     let stats = for_each_line_as(&file.path, file.size, point.as_ref(), stop, |line, _| {
         if let Some(entry) = entry_from_line(line) {
-            entries.push(entry);
+            entries.push(Box::new(entry));
         }
     });
     let mut parsed = ParsedFile::from_stats(&stats)?;
@@ -347,7 +349,7 @@ pub fn parse_file(
     {
         return Err(FellBack::new(Fallback::EarlierLine, stats.bytes_read));
     }
-    entries.sort_by_key(sort_key);
+    entries.sort_by_key(|entry| sort_key(entry));
     if let Some(last) = entries.last() {
         state.last_key = Some(sort_key(last));
     }
@@ -378,14 +380,14 @@ pub fn parse_file(
 /// new entries; each with its new entries.
 fn with_new_entries(
     mut sessions: Vec<SessionState>,
-    entries: Vec<Entry>,
-) -> Vec<(SessionState, Vec<Entry>)> {
+    entries: Vec<Box<Entry>>,
+) -> Vec<(SessionState, Vec<Box<Entry>>)> {
     let mut slots: HashMap<String, usize> = sessions
         .iter()
         .enumerate()
         .map(|(slot, session)| (session.session_id.clone(), slot))
         .collect();
-    let mut grouped: Vec<Vec<Entry>> = sessions.iter().map(|_| Vec::new()).collect();
+    let mut grouped: Vec<Vec<Box<Entry>>> = sessions.iter().map(|_| Vec::new()).collect();
     for entry in entries {
         let slot = match slots.get(&entry.session_id) {
             Some(slot) => *slot,
@@ -419,14 +421,14 @@ enum SessionOutcome {
 fn project_session(
     ctx: &ClaudeContext,
     session: &mut SessionState,
-    entries: Vec<Entry>,
+    entries: Vec<Box<Entry>>,
     source_path: &str,
     file: &HistoryFile,
 ) -> SessionOutcome {
     if session.entrypoint.is_none() {
         session.entrypoint = entries.iter().find_map(|entry| entry.entrypoint.clone());
     }
-    let windowed: Vec<Entry> = entries
+    let windowed: Vec<Box<Entry>> = entries
         .into_iter()
         .filter(|entry| ctx.window.contains(entry.ts_ms))
         .collect();
@@ -470,7 +472,7 @@ fn project_session(
 fn project_messages(
     ctx: &ClaudeContext,
     session: &mut SessionState,
-    windowed: Vec<Entry>,
+    windowed: Vec<Box<Entry>>,
 ) -> Vec<Message> {
     let mut last_block: HashMap<String, usize> = HashMap::new();
     for (index, entry) in windowed.iter().enumerate() {
@@ -493,7 +495,7 @@ fn project_messages(
         if let Some(ts) = entry.ts_ms {
             session.started_ms = Some(session.started_ms.map_or(ts, |started| started.min(ts)));
         }
-        messages.push(message_from_entry(ctx, entry, stamp_usage));
+        messages.push(message_from_entry(ctx, *entry, stamp_usage));
     }
     messages
 }
