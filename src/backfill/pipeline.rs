@@ -16,8 +16,8 @@
 //! completed read's new point and state go to the writer, which records them
 //! with the file's last rows.
 //!
-//! Written rows go back to the parse workers to be freed: they allocated
-//! them, so the frees stay in their own allocator arenas and off the writer,
+//! Written rows go back to the parse worker that made them, to be freed:
+//! the frees stay in that thread's own allocator heap and off the writer,
 //! the pipeline's one serial stage. For the same reason the parse workers
 //! run at a slightly lower priority than the writer: when the cores are all
 //! busy, the serial stage is the one that must not wait for a time slice.
@@ -161,6 +161,8 @@ pub struct PipelineOutcome {
 /// One file's rows, grouped by item.
 struct FileRows {
     file_index: usize,
+    /// The parse worker that made (and will free) the rows.
+    worker: usize,
     items: Vec<Vec<MessageRow>>,
     malformed_lines: u64,
     gated_sessions: usize,
@@ -232,7 +234,9 @@ fn run_threads(job: &PipelineJob<'_>, phases: &PhaseCpu) -> PipelineOutcome {
     let (task_tx, task_rx) = bounded::<usize>(workers);
     let (rows_tx, rows_rx) = bounded::<FileRows>(workers * 2);
     let (permit_tx, permit_rx) = bounded::<()>(IN_FLIGHT_FILES);
-    let (spent_tx, spent_rx) = bounded::<FileRows>(IN_FLIGHT_FILES);
+    let (spent_tx, spent_rx): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| bounded::<FileRows>(IN_FLIGHT_FILES))
+        .unzip();
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("backfill-writer".into())
@@ -251,11 +255,11 @@ fn run_threads(job: &PipelineJob<'_>, phases: &PhaseCpu) -> PipelineOutcome {
         for worker_index in 0..workers {
             let task_rx = task_rx.clone();
             let rows_tx = rows_tx.clone();
-            let spent_rx = spent_rx.clone();
+            let spent_rx = spent_rx[worker_index].clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("backfill-parse-{worker_index}"))
                 .spawn_scoped(scope, move || {
-                    parse_files(job, task_rx, rows_tx, spent_rx);
+                    parse_files(job, worker_index, task_rx, rows_tx, spent_rx);
                     phases
                         .parse_ns
                         .fetch_add(thread_cpu_ns(), Ordering::Relaxed);
@@ -302,6 +306,7 @@ fn dispatch(
 
 fn parse_files(
     job: &PipelineJob<'_>,
+    worker: usize,
     tasks: crossbeam_channel::Receiver<usize>,
     out: crossbeam_channel::Sender<FileRows>,
     spent: crossbeam_channel::Receiver<FileRows>,
@@ -313,6 +318,7 @@ fn parse_files(
         job.progress.file_parsed(&parsed);
         let rows = FileRows {
             file_index,
+            worker,
             items: parsed.items,
             malformed_lines: parsed.malformed_lines,
             gated_sessions: parsed.gated_sessions,
@@ -332,7 +338,7 @@ fn write_in_order(
     job: &PipelineJob<'_>,
     rows: crossbeam_channel::Receiver<FileRows>,
     permits: crossbeam_channel::Receiver<()>,
-    spent: crossbeam_channel::Sender<FileRows>,
+    spent: Vec<crossbeam_channel::Sender<FileRows>>,
     phases: &PhaseCpu,
 ) -> PipelineOutcome {
     let mut outcome = PipelineOutcome::default();
@@ -364,7 +370,9 @@ fn write_in_order(
                 };
             }
             // A full channel (workers busy or gone) frees here instead.
-            let _ = spent.try_send(file);
+            if let Some(worker) = spent.get(file.worker) {
+                let _ = worker.try_send(file);
+            }
             next_index += 1;
             let _ = permits.try_recv();
         }
