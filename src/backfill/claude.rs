@@ -216,9 +216,17 @@ struct SessionState {
     expansion: ExpansionState,
 }
 
-/// One accepted transcript line. A file's entries are boxed: they are
-/// about 600 bytes each and are sorted, grouped by session and filtered
-/// before they become messages, so each of those steps moves a pointer.
+/// Entries, boxed: an entry is about 600 bytes, and a file's entries are
+/// sorted, grouped by session and filtered before they become messages, so
+/// each of those steps moves a pointer instead (ARCHITECTURE.md,
+/// "Performance record").
+#[allow(
+    clippy::vec_box,
+    reason = "600-byte entries moved by sorts and regrouping"
+)]
+type Entries = Vec<Box<Entry>>;
+
+/// One accepted transcript line.
 #[derive(Debug, Default)]
 struct Entry {
     session_id: String,
@@ -380,14 +388,14 @@ pub fn parse_file(
 /// new entries; each with its new entries.
 fn with_new_entries(
     mut sessions: Vec<SessionState>,
-    entries: Vec<Box<Entry>>,
-) -> Vec<(SessionState, Vec<Box<Entry>>)> {
+    entries: Entries,
+) -> Vec<(SessionState, Entries)> {
     let mut slots: HashMap<String, usize> = sessions
         .iter()
         .enumerate()
         .map(|(slot, session)| (session.session_id.clone(), slot))
         .collect();
-    let mut grouped: Vec<Vec<Box<Entry>>> = sessions.iter().map(|_| Vec::new()).collect();
+    let mut grouped: Vec<Entries> = sessions.iter().map(|_| Vec::new()).collect();
     for entry in entries {
         let slot = match slots.get(&entry.session_id) {
             Some(slot) => *slot,
@@ -421,14 +429,14 @@ enum SessionOutcome {
 fn project_session(
     ctx: &ClaudeContext,
     session: &mut SessionState,
-    entries: Vec<Box<Entry>>,
+    entries: Entries,
     source_path: &str,
     file: &HistoryFile,
 ) -> SessionOutcome {
     if session.entrypoint.is_none() {
         session.entrypoint = entries.iter().find_map(|entry| entry.entrypoint.clone());
     }
-    let windowed: Vec<Box<Entry>> = entries
+    let windowed: Entries = entries
         .into_iter()
         .filter(|entry| ctx.window.contains(entry.ts_ms))
         .collect();
@@ -472,7 +480,7 @@ fn project_session(
 fn project_messages(
     ctx: &ClaudeContext,
     session: &mut SessionState,
-    windowed: Vec<Box<Entry>>,
+    windowed: Entries,
 ) -> Vec<Message> {
     let mut last_block: HashMap<String, usize> = HashMap::new();
     for (index, entry) in windowed.iter().enumerate() {
