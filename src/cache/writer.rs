@@ -128,47 +128,55 @@ pub struct CacheWriter {
     part_ids_limit: usize,
 }
 
-/// A fresh build remembers at most this many `part_id`s (about 16 MiB of
-/// map); past it, it builds the unique index there and then and lets
-/// `INSERT OR IGNORE` do the rest, so memory stays bounded whatever the
-/// history's size.
+/// A fresh build remembers at most this many `part_id`s (a map of at most
+/// 2^21 buckets of 8 bytes, 18 MiB, and 27 while it last doubles); past it,
+/// it builds the unique index there and then and lets `INSERT OR IGNORE` do
+/// the rest, so memory stays bounded whatever the history's size.
 const PART_IDS_IN_MEMORY: usize = 1 << 20;
 
 /// The `part_id`s already in a fresh build, so that a repeated one is
 /// ignored exactly as `INSERT OR IGNORE` on `UNIQUE(part_id)` would: a
-/// 64-bit hash of each maps to the rowid of the row that holds it, and a
+/// 32-bit hash of each maps to the rowid of the row that holds it, and a
 /// hash seen before is settled by reading that row's `part_id` back (a
-/// different id with the same hash is kept apart in `collided`). About 16
+/// different id with the same hash is kept apart in `collided`). About 8
 /// bytes per row instead of a B-tree insert of a random key per row, and
-/// the unique index is then built once, sorted, at the end.
+/// the unique index is then built once, sorted, at the end. A million ids
+/// share a 32-bit hash in about a hundred pairs: a hundred extra reads.
 #[derive(Debug, Default)]
 struct PartIds {
-    first: HashMap<u64, i64>,
-    collided: HashMap<u64, Vec<i64>>,
+    first: HashMap<u32, u32>,
+    collided: HashMap<u32, Vec<u32>>,
 }
 
 impl PartIds {
-    fn hash(part_id: &str) -> u64 {
+    fn hash(part_id: &str) -> u32 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
         part_id.hash(&mut hasher);
-        hasher.finish()
+        // The low half of SipHash's 64 bits: as well mixed as the whole.
+        hasher.finish() as u32
     }
 
     /// The rowids whose rows may hold a `part_id` of this hash.
-    fn candidates(&self, hash: u64) -> impl Iterator<Item = i64> + '_ {
+    fn candidates(&self, hash: u32) -> impl Iterator<Item = i64> + '_ {
         self.first
             .get(&hash)
             .into_iter()
             .chain(self.collided.get(&hash).into_iter().flatten())
-            .copied()
+            .map(|rowid| i64::from(*rowid))
     }
 
     fn len(&self) -> usize {
         self.first.len()
     }
 
-    fn remember(&mut self, hash: u64, rowid: i64) {
+    /// Remember the row; false (nothing remembered) for a rowid past 32
+    /// bits, which a build switches to its unique index long before.
+    #[must_use]
+    fn remember(&mut self, hash: u32, rowid: i64) -> bool {
+        let Ok(rowid) = u32::try_from(rowid) else {
+            return false;
+        };
         match self.first.entry(hash) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(rowid);
@@ -177,6 +185,7 @@ impl PartIds {
                 self.collided.entry(hash).or_default().push(rowid);
             }
         }
+        true
     }
 }
 
@@ -385,7 +394,8 @@ impl CacheWriter {
             .conn
             .prepare_cached("SELECT part_id FROM ai_gateway_messages WHERE rowid = ?1")?;
         let mut inserted = 0;
-        for row in rows {
+        let mut unremembered = None;
+        for (index, row) in rows.iter().enumerate() {
             let hash = PartIds::hash(&row.part_id);
             let mut known = false;
             for rowid in self.part_ids.candidates(hash) {
@@ -399,14 +409,22 @@ impl CacheWriter {
                 continue;
             }
             statement.execute(row.values().as_slice())?;
-            self.part_ids.remember(hash, self.conn.last_insert_rowid());
             inserted += 1;
+            if !self.part_ids.remember(hash, self.conn.last_insert_rowid()) {
+                unremembered = Some(index + 1);
+                break;
+            }
         }
         drop((statement, read_back));
-        if self.part_ids.len() >= self.part_ids_limit {
+        if self.part_ids.len() >= self.part_ids_limit || unremembered.is_some() {
             self.conn.execute_batch(super::schema::FRESH_UNIQUE_INDEX)?;
             self.part_ids = PartIds::default();
             self.unique_indexed = true;
+        }
+        // Rows after one that could not be remembered go through the
+        // unique index just built.
+        if let Some(rest) = unremembered {
+            inserted += self.insert_rows(&rows[rest..])?;
         }
         Ok(inserted)
     }
@@ -816,11 +834,11 @@ mod tests {
     #[test]
     fn a_hash_shared_by_two_part_ids_keeps_both_rowids() {
         let mut ids = PartIds::default();
-        ids.remember(7, 1);
-        ids.remember(7, 2);
-        ids.remember(9, 3);
+        assert!(ids.remember(7, 1) && ids.remember(7, 2) && ids.remember(9, 3));
         assert_eq!(ids.candidates(7).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(ids.candidates(9).collect::<Vec<_>>(), [3]);
+        assert_eq!(ids.candidates(8).count(), 0);
+        assert!(!ids.remember(8, 1 << 32), "a rowid past 32 bits is refused");
         assert_eq!(ids.candidates(8).count(), 0);
     }
 
