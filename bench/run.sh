@@ -8,7 +8,8 @@
 # checkpointer), from the `hyp-phases` line HYP_BENCH_PHASES=1 prints; each
 # provider into a cache that does not exist yet (a fresh host; the median of
 # 3 runs, as the targets are stated) and codex once more into the claude
-# cache (WAL); 200 new sessions into the large cache; plus the re-run on the
+# cache (WAL); 200 new sessions into the large cache; claude 2.5 times as
+# large into a new cache (peak RSS); plus the re-run on the
 # unchanged corpus, the CPU of a capture sweep over it (bench/child_cpu.py),
 # and 1 MiB appended to a 50 MB session, continued and read whole
 # (bench/append.py); and the export of the large claude cache to a fake
@@ -216,6 +217,21 @@ mb=$(python3 -c "import json; print(json.load(open('$new_corpus/manifest.json'))
 backfill_run "200 new sessions (WAL)" claude
 [ "$rows" = "$new_expected" ] || echo "bench: 200 new sessions wrote $rows rows, their manifest expects $new_expected" >&2
 summary+=("200 new sessions into the large cache: ${wall} s, ${cpu} s CPU (target <= 1.0 s) $(verdict "$wall" 1.0)")
+
+# A first import 2.5 times the large one (5,000 claude sessions, about a
+# million rows) into a cache of its own: the peak RSS target holds whatever
+# the corpus size.
+big_corpus=/tmp/hyp-bench-corpus/claude5000
+if [ ! -f "$big_corpus/manifest.json" ]; then
+  echo "bench: generating 5,000 claude sessions in $big_corpus (once; cached)"
+  "${generate[@]}" --sessions 5000 --lines 200 --providers claude --out "$big_corpus" >/dev/null
+fi
+big_expected=$(python3 -c "import json; print(json.load(open('$big_corpus/manifest.json'))['providers']['claude']['expected_rows'])")
+mb=$(python3 -c "import json; print(json.load(open('$big_corpus/manifest.json'))['providers']['claude']['bytes']/1048576)")
+CLAUDE_CONFIG_DIR="$big_corpus/claude" HYP_HOME="$work/big-home" backfill_run "claude x2.5 (new cache)" claude
+[ "$rows" = "$big_expected" ] || echo "bench: the 5,000 sessions wrote $rows rows, their manifest expects $big_expected" >&2
+summary+=("claude x2.5 ($rows rows) into a new cache: ${wall} s, peak RSS $(python3 -c "print(round($rss/1024,1))") MB (target <= 100 MB whatever the corpus size) $(verdict "$rss" 102400)")
+rm -rf "$work/big-home"
 unset HYP_BENCH_PHASES
 echo "cache size: $(du -h "$HYP_HOME/hypaware/cache/cache.db" | cut -f1)"
 
