@@ -37,7 +37,7 @@ const LOCK_NAME: &str = "import.lock";
 /// The page cache (KiB) of a fresh build, and so of its index sorts at the
 /// end. Rows are only appended (no index exists until the end), so the
 /// cache holds little but the table's rightmost pages: a larger one only
-/// adds to the peak (32 MiB cost about 24 MB of it for no speed).
+/// adds to the peak (32 MiB cost about 20 MB of it for no speed).
 const BUILD_CACHE_KIB: u32 = 8192;
 
 /// The name of a first import's temporary file: `cache.db.importing.<pid>`.
