@@ -190,9 +190,7 @@ fn cache_present(target: &Path) -> bool {
 
 /// `cache.db.importing.<pid>`.
 fn temp_path(target: &Path, pid: u32) -> PathBuf {
-    let mut name = target.as_os_str().to_owned();
-    name.push(format!("{TEMP_INFIX}{pid}"));
-    PathBuf::from(name)
+    super::with_suffix(target, &format!("{TEMP_INFIX}{pid}"))
 }
 
 /// A first import's temporary file beside the cache, as status sees it.
@@ -266,9 +264,7 @@ fn remove_leftovers(target: &Path) {
 /// Remove an SQLite file and the companions SQLite may have made beside it.
 fn remove_with_companions(path: &Path) {
     for suffix in ["-wal", "-shm", "-journal"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(name));
+        let _ = std::fs::remove_file(super::with_suffix(path, suffix));
     }
     let _ = std::fs::remove_file(path);
 }

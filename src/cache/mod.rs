@@ -17,6 +17,14 @@ pub mod repair;
 pub mod schema;
 pub mod writer;
 
+/// `path` with `suffix` appended to its file name: SQLite's companions
+/// (`-wal`, `-shm`) and this module's own files beside a database.
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// `generation` beside the database: an id written whenever a new
 /// database file is created. A `done` backfill marker records it, so the
 /// daemon re-imports when the cache it filled is gone (set aside as

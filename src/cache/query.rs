@@ -131,9 +131,7 @@ fn open_uri(db: &Path, mode: &str) -> rusqlite::Result<Connection> {
 
 /// `cache.db-wal` beside `cache.db`.
 pub fn wal_path(db: &Path) -> std::path::PathBuf {
-    let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push("-wal");
-    db.with_file_name(name)
+    super::with_suffix(db, "-wal")
 }
 
 /// `path` for an SQLite `file:` URI: the three characters a URI path

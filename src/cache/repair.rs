@@ -17,6 +17,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::with_suffix;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 /// Whether `err` says the database file itself is unsound.
@@ -93,12 +94,6 @@ fn aside_path(db: &Path, label: &str) -> PathBuf {
         counter += 1;
     }
     candidate
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 #[cfg(test)]
