@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::corpus::{expected_rows, generated_corpus};
+use crate::corpus::{SLOW_CLAUDE, expected_rows, generated_corpus};
 use crate::support::{TestEnv, wait_until};
 
 /// `hyp query sql --json` rows.
@@ -22,6 +22,17 @@ pub(crate) fn query(env: &TestEnv, sql: &str) -> Vec<Value> {
 pub(crate) fn count(env: &TestEnv, sql: &str) -> i64 {
     query(env, sql)[0]["n"].as_i64().expect("a count")
 }
+/// A run after one cut short at `written` of `expected` claude rows writes
+/// exactly the rest, and the cache ends with every row once.
+pub(crate) fn assert_rerun_completes(env: &TestEnv, written: u64, expected: u64) {
+    let rerun = env.hyp(["backfill", "claude", "--json"]).assert_success();
+    assert_eq!(
+        provider(&rerun.stdout_json(), "claude")["rows_written"].as_u64(),
+        Some(expected - written)
+    );
+    assert_exact_rows(env, expected);
+}
+
 /// The cache holds exactly `expected` rows, each `part_id` once.
 pub(crate) fn assert_exact_rows(env: &TestEnv, expected: u64) {
     let counts = &query(
@@ -695,17 +706,7 @@ pub(crate) fn interrupted_run(env: &TestEnv, signal: i32) -> std::process::Outpu
 #[test]
 fn an_interrupted_run_commits_what_it_parsed_and_a_rerun_completes_exactly() {
     let mut env = TestEnv::new();
-    let (_, manifest) = generated_corpus(
-        &mut env,
-        &[
-            "--sessions",
-            "300",
-            "--lines",
-            "200",
-            "--providers",
-            "claude",
-        ],
-    );
+    let (_, manifest) = generated_corpus(&mut env, &SLOW_CLAUDE);
     let output = interrupted_run(&env, libc::SIGINT);
     assert_eq!(
         output.status.code(),
@@ -727,28 +728,13 @@ fn an_interrupted_run_commits_what_it_parsed_and_a_rerun_completes_exactly() {
         "the run was cut short ({written} of {expected})"
     );
 
-    let rerun = env.hyp(["backfill", "claude", "--json"]).assert_success();
-    assert_eq!(
-        provider(&rerun.stdout_json(), "claude")["rows_written"].as_u64(),
-        Some(expected - written)
-    );
-    assert_exact_rows(&env, expected);
+    assert_rerun_completes(&env, written, expected);
 }
 
 #[test]
 fn sigterm_exits_143_with_the_document() {
     let mut env = TestEnv::new();
-    generated_corpus(
-        &mut env,
-        &[
-            "--sessions",
-            "300",
-            "--lines",
-            "200",
-            "--providers",
-            "claude",
-        ],
-    );
+    generated_corpus(&mut env, &SLOW_CLAUDE);
     let output = interrupted_run(&env, libc::SIGTERM);
     assert_eq!(output.status.code(), Some(143));
     assert_eq!(

@@ -66,6 +66,17 @@ pub(crate) const SLOW_CLAUDE: [&str; 6] = [
     "claude",
 ];
 
+/// `hyp backfill` of both providers, every line whatever its age (the real
+/// transcripts span 2025 and 2026).
+pub(crate) const IMPORT_EVERY_LINE: [&str; 6] = [
+    "backfill",
+    "claude",
+    "codex",
+    "--since",
+    "2000-01-01",
+    "--json",
+];
+
 /// A home whose Claude and Codex roots are the real transcripts of
 /// `../shared/differential-data`, and that folder; `None`, after saying on
 /// stderr that `test` was skipped, where the folder is absent.

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::backfill::provider;
-use crate::corpus::{differential_env, say};
+use crate::corpus::{IMPORT_EVERY_LINE, differential_env, say};
 
 /// Lines `hyp backfill` must count as malformed in `bytes`: those that are
 /// not blank and not JSON. A last line with no newline that is not JSON
@@ -53,17 +53,7 @@ fn every_real_transcript_imports_without_an_error_or_a_skipped_valid_line() {
     let Some((env, data)) = differential_env("differential") else {
         return;
     };
-    // Every line, however old: the files span 2025 and 2026.
-    let run = env
-        .hyp([
-            "backfill",
-            "claude",
-            "codex",
-            "--since",
-            "2000-01-01",
-            "--json",
-        ])
-        .assert_success();
+    let run = env.hyp(IMPORT_EVERY_LINE).assert_success();
     let document = run.stdout_json();
     let expectations = [
         (

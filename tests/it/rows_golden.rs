@@ -38,17 +38,7 @@ fn importer() -> PathBuf {
 /// Import every line of both providers, whatever its age.
 fn import(env: &TestEnv) {
     let output = env
-        .command_of(
-            &importer(),
-            [
-                "backfill",
-                "claude",
-                "codex",
-                "--since",
-                "2000-01-01",
-                "--json",
-            ],
-        )
+        .command_of(&importer(), crate::corpus::IMPORT_EVERY_LINE)
         .output()
         .expect("run hyp backfill");
     assert!(
