@@ -39,7 +39,6 @@ impl std::error::Error for PathsError {}
 /// Where a path came from, so messages can say which knob to turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathSource {
-    Flag,
     Env,
     Default,
 }
@@ -123,15 +122,6 @@ impl Paths {
             source: PathSource::Default,
         };
         Paths { home, local_config }
-    }
-
-    /// The same layout with the local layer moved by an explicit flag.
-    pub fn with_local_config(mut self, path: PathBuf) -> Paths {
-        self.local_config = PathWithSource {
-            path,
-            source: PathSource::Flag,
-        };
-        self
     }
 
     /// `$HYP_HOME`.

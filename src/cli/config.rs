@@ -523,7 +523,6 @@ struct PathEntry {
 fn run_path(paths: &Paths, args: &PathArgs) -> Result<Code, CliError> {
     let local = paths.local_config();
     let local_source = match local.source {
-        PathSource::Flag => "--path",
         PathSource::Env => "HYP_CONFIG",
         PathSource::Default => "default",
     };

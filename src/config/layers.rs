@@ -134,10 +134,6 @@ impl LayerReport {
         self.outcome.as_ref().err()
     }
 
-    pub fn is_loaded(&self) -> bool {
-        self.outcome.is_ok()
-    }
-
     /// Whether the file simply does not exist (normal for a local layer).
     pub fn is_missing(&self) -> bool {
         self.error()
